@@ -1,0 +1,60 @@
+"""The sans-IO AMQP 0-9-1 protocol core: bytes in, events out; commands in, bytes out.
+
+Nothing here imports trio, sockets or a clock (see design.md, layering rule 1), so every
+rule can be tested with byte fixtures alone. :mod:`trioworker.amqp` runs it over trio.
+"""
+
+from ._connection import AMQPConnection, ChannelState, ConnectionState, negotiate
+from ._errors import (
+    AMQPError,
+    HeartbeatTimeout,
+    LocalProtocolError,
+    PropertyDecodeError,
+    ProtocolError,
+    RemoteProtocolError,
+)
+from ._events import (
+    BasicProperties,
+    ChannelClosed,
+    ChannelFlow,
+    ChannelOpened,
+    ConnectionBlocked,
+    ConnectionClosed,
+    ConnectionOpened,
+    ConnectionUnblocked,
+    ConsumerCancelled,
+    Delivery,
+    Event,
+    MethodReceived,
+    PublishConfirmed,
+    Returned,
+    decode_properties,
+)
+
+__all__ = [
+    "AMQPConnection",
+    "AMQPError",
+    "BasicProperties",
+    "ChannelClosed",
+    "ChannelFlow",
+    "ChannelOpened",
+    "ChannelState",
+    "ConnectionBlocked",
+    "ConnectionClosed",
+    "ConnectionOpened",
+    "ConnectionState",
+    "ConnectionUnblocked",
+    "ConsumerCancelled",
+    "Delivery",
+    "Event",
+    "HeartbeatTimeout",
+    "LocalProtocolError",
+    "MethodReceived",
+    "PropertyDecodeError",
+    "ProtocolError",
+    "PublishConfirmed",
+    "RemoteProtocolError",
+    "Returned",
+    "decode_properties",
+    "negotiate",
+]
