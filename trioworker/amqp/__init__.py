@@ -1,0 +1,80 @@
+"""trioworker's own AMQP 0-9-1 client: a sans-IO core (:mod:`.protocol`) run over trio.
+
+::
+
+    async with trioworker.amqp.connect("amqp://guest:guest@127.0.0.1:5672/%2F") as conn:
+        async with conn.channel() as channel:
+            await channel.confirm_select()
+            await channel.basic_publish(b"hello", routing_key="greetings")
+"""
+
+from ._channel import Channel, Confirmation, Consumer
+from ._connection import Connection, connect, default_client_properties
+from ._errors import (
+    AccessRefusedError,
+    AMQPConnectionError,
+    AuthenticationError,
+    ChannelClosedError,
+    ConnectError,
+    ConnectionClosedError,
+    ConnectionLostError,
+    ConnectionTimeout,
+    ConsumerCancelledError,
+    MessageReturnedError,
+    NotAMQPServerError,
+    NotFoundError,
+    PreconditionFailedError,
+    PublishError,
+    PublishNackedError,
+    ResourceLockedError,
+    VirtualHostError,
+)
+from ._url import ConnectionParameters, URLError, default_url, parse_url
+from .protocol import (
+    AMQPError,
+    BasicProperties,
+    Delivery,
+    LocalProtocolError,
+    PropertyDecodeError,
+    ProtocolError,
+    RemoteProtocolError,
+    Returned,
+)
+
+__all__ = [
+    "AMQPConnectionError",
+    "AMQPError",
+    "AccessRefusedError",
+    "AuthenticationError",
+    "BasicProperties",
+    "Channel",
+    "ChannelClosedError",
+    "Confirmation",
+    "ConnectError",
+    "Connection",
+    "ConnectionClosedError",
+    "ConnectionLostError",
+    "ConnectionParameters",
+    "ConnectionTimeout",
+    "Consumer",
+    "ConsumerCancelledError",
+    "Delivery",
+    "LocalProtocolError",
+    "MessageReturnedError",
+    "NotAMQPServerError",
+    "NotFoundError",
+    "PreconditionFailedError",
+    "PropertyDecodeError",
+    "ProtocolError",
+    "PublishError",
+    "PublishNackedError",
+    "RemoteProtocolError",
+    "ResourceLockedError",
+    "Returned",
+    "URLError",
+    "VirtualHostError",
+    "connect",
+    "default_client_properties",
+    "default_url",
+    "parse_url",
+]
