@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 
 from pamqp import base, commands
+from pamqp import encode as pamqp_encode
 from pamqp import frame as pamqp_frame
 
 from ._errors import FRAME_ERROR, LocalProtocolError, RemoteProtocolError
@@ -44,6 +45,8 @@ _method_header = struct.Struct(">BHII")  # frame header + class/method index
 _content_header = struct.Struct(">BHIHHQ")
 _ack = struct.Struct(">BHIIQB")
 _tag_and_bits = struct.Struct(">QB")
+_octet = struct.Struct(">B")
+_flags = struct.Struct(">H")
 
 
 def encode_method(channel: int, method: base.Frame) -> bytes:
@@ -73,10 +76,65 @@ def encode_publish(
 
 
 def encode_properties(properties: commands.Basic.Properties | None) -> bytes:
-    """Encode a property list (flags + values); ``None`` means no properties."""
+    """Encode a property list (flags + values); ``None`` means no properties.
+
+    Same bytes as pamqp's ``Properties.marshal()``: a property is present when it is
+    neither ``None`` nor ``""``; values follow in flag order. Tables and timestamps go
+    through pamqp's encoders, the short strings and octets are done here.
+    """
     if properties is None:
         return EMPTY_PROPERTIES
-    return properties.marshal()
+    p = properties
+    flags = 0
+    parts: list[bytes] = []
+    try:
+        if (v := p.content_type) is not None and v != "":
+            flags |= 0x8000
+            parts.append(_shortstr(v, "content_type"))
+        if (v := p.content_encoding) is not None and v != "":
+            flags |= 0x4000
+            parts.append(_shortstr(v, "content_encoding"))
+        if (h := p.headers) is not None and h != "":
+            flags |= 0x2000
+            parts.append(pamqp_encode.field_table(h))
+        if (n := p.delivery_mode) is not None and n != "":
+            flags |= 0x1000
+            parts.append(_octet.pack(n))
+        if (n := p.priority) is not None and n != "":
+            flags |= 0x0800
+            parts.append(_octet.pack(n))
+        if (v := p.correlation_id) is not None and v != "":
+            flags |= 0x0400
+            parts.append(_shortstr(v, "correlation_id"))
+        if (v := p.reply_to) is not None and v != "":
+            flags |= 0x0200
+            parts.append(_shortstr(v, "reply_to"))
+        if (v := p.expiration) is not None and v != "":
+            flags |= 0x0100
+            parts.append(_shortstr(v, "expiration"))
+        if (v := p.message_id) is not None and v != "":
+            flags |= 0x0080
+            parts.append(_shortstr(v, "message_id"))
+        if (t := p.timestamp) is not None and t != "":
+            flags |= 0x0040
+            parts.append(pamqp_encode.timestamp(t))
+        if (v := p.message_type) is not None and v != "":
+            flags |= 0x0020
+            parts.append(_shortstr(v, "message_type"))
+        if (v := p.user_id) is not None and v != "":
+            flags |= 0x0010
+            parts.append(_shortstr(v, "user_id"))
+        if (v := p.app_id) is not None and v != "":
+            flags |= 0x0008
+            parts.append(_shortstr(v, "app_id"))
+        if (v := p.cluster_id) is not None and v != "":
+            flags |= 0x0004
+            parts.append(_shortstr(v, "cluster_id"))
+    except LocalProtocolError:
+        raise
+    except (TypeError, ValueError, struct.error, AttributeError) as exc:
+        raise LocalProtocolError(f"cannot encode message properties: {exc}") from exc
+    return _flags.pack(flags) + b"".join(parts)
 
 
 def encode_content_header(channel: int, body_size: int, raw_properties: bytes) -> bytes:
