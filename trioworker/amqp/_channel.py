@@ -273,7 +273,9 @@ class Channel:
             return
         log.warning(
             "delivery %d on channel %d for unknown consumer %r: requeued",
-            delivery.delivery_tag, self.number, tag,
+            delivery.delivery_tag,
+            self.number,
+            tag,
         )
         self._core.basic_reject(self.number, delivery.delivery_tag, requeue=True)
 
@@ -316,7 +318,11 @@ class Channel:
         else:
             log.warning(
                 "unroutable message returned on channel %d: %s %s (exchange=%r routing_key=%r)",
-                self.number, event.reply_code, event.reply_text, event.exchange, event.routing_key,
+                self.number,
+                event.reply_code,
+                event.reply_text,
+                event.exchange,
+                event.routing_key,
             )
 
     def _on_consumer_cancelled(self, consumer_tag: str) -> None:

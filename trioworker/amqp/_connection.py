@@ -18,6 +18,7 @@ and end; the next operation on the connection raises it, and so does :meth:`wait
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import ssl
@@ -99,7 +100,9 @@ class Connection:
     All methods are safe to call from any task of the trio run that opened it.
     """
 
-    def __init__(self, params: ConnectionParameters, core: AMQPConnection, stream: trio.abc.Stream) -> None:
+    def __init__(
+        self, params: ConnectionParameters, core: AMQPConnection, stream: trio.abc.Stream
+    ) -> None:
         self.params = params
         self._core = core
         self._stream = stream
@@ -191,10 +194,8 @@ class Connection:
         already gone. Cancellation-safe: a cancelled close still hangs up the socket.
         """
         if not self._closed.is_set():
-            try:
+            with contextlib.suppress(ProtocolError):
                 self._core.close(reply_code, reply_text)
-            except ProtocolError:
-                pass
             self._wake_writer()
             with trio.move_on_after(CLOSE_TIMEOUT):
                 await self._close_ok.wait()
@@ -303,7 +304,9 @@ class Connection:
         except ConnectionLostError as exc:
             self._finish(exc)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self._finish_lost(ConnectionLostError(f"receiving from the broker failed: {exc!r}"), exc)
+            self._finish_lost(
+                ConnectionLostError(f"receiving from the broker failed: {exc!r}"), exc
+            )
 
     def _finish_lost(self, error: ConnectionLostError, cause: BaseException) -> None:
         error.__cause__ = cause
@@ -313,11 +316,11 @@ class Connection:
         """Send what is queued (the Connection.Close the core queued on an error), briefly."""
         data = self._core.data_to_send()
         if data:
-            with trio.move_on_after(1.0):
-                try:
-                    await self._stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, trio.BusyResourceError):
-                    pass
+            quiet = contextlib.suppress(
+                trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError
+            )
+            with trio.move_on_after(1.0), quiet:
+                await self._stream.send_all(data)
 
     def _dispatch(self, events: list[Event]) -> None:
         channels = self._channels
@@ -356,7 +359,9 @@ class Connection:
                 if channel is not None:
                     channel._on_flow(event.active)
             elif isinstance(event, ConnectionBlocked):
-                log.warning("broker blocked publishing on %s: %s", self.params.safe_url(), event.reason)
+                log.warning(
+                    "broker blocked publishing on %s: %s", self.params.safe_url(), event.reason
+                )
                 self.blocked_reason = event.reason
                 if self._unblocked.is_set():
                     self._unblocked = trio.Event()
@@ -368,7 +373,9 @@ class Connection:
                 if event.by_peer:
                     log.warning(
                         "broker closed the connection %s: %s %s",
-                        self.params.safe_url(), event.reply_code, event.reply_text,
+                        self.params.safe_url(),
+                        event.reply_code,
+                        event.reply_text,
                     )
                     self._wake_writer()  # the CloseOk the core queued
                     self._finish(ConnectionClosedError(event.reply_code, event.reply_text))
@@ -392,7 +399,9 @@ class Connection:
             self._finish_lost(ConnectionLostError(str(exc)), exc)
 
 
-async def _open_stream(params: ConnectionParameters, ssl_context: ssl.SSLContext | None) -> trio.abc.Stream:
+async def _open_stream(
+    params: ConnectionParameters, ssl_context: ssl.SSLContext | None
+) -> trio.abc.Stream:
     try:
         stream: trio.abc.Stream = await trio.open_tcp_stream(params.host, params.port)
     except OSError as exc:
@@ -523,4 +532,3 @@ async def connect(
             with trio.CancelScope(shield=True):
                 await conn.close()
             nursery.cancel_scope.cancel()
-

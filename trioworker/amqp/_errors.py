@@ -82,7 +82,10 @@ class ChannelClosedError(AMQPError):
 
     @staticmethod
     def for_code(
-        reply_code: int, reply_text: str, class_id: int = 0, method_id: int = 0,
+        reply_code: int,
+        reply_text: str,
+        class_id: int = 0,
+        method_id: int = 0,
         by_peer: bool = True,
     ) -> ChannelClosedError:
         """Build the most specific subclass for ``reply_code``."""

@@ -364,7 +364,7 @@ class AMQPConnection:
 
     # ------------------------------------------------------------------ input
 
-    def receive_data(self, data: bytes, now: float | None = None) -> list[Event]:
+    def receive_data(self, data: bytes | bytearray, now: float | None = None) -> list[Event]:
         """Feed bytes read from the peer; return the events they complete.
 
         Partial frames are kept until the rest arrives. Raises
@@ -375,6 +375,8 @@ class AMQPConnection:
             raise self._error
         if now is not None:
             self.last_received = now
+        if type(data) is not bytes:
+            data = bytes(data)  # bodies are slices of it: they must be immutable bytes
         if self._buffer:
             data = self._buffer + data
         events: list[Event] = []
@@ -478,9 +480,12 @@ class AMQPConnection:
         self, frame_type: int, channel: int, data: bytes, pos: int, start: int, end: int
     ) -> None:
         # A CloseOk for a channel we freed early (both sides closed it at once) is harmless.
-        if frame_type == F.FRAME_METHOD and end - start >= 4:
-            if _method_index.unpack_from(data, start)[0] == 0x00140029:  # Channel.CloseOk
-                return
+        if (
+            frame_type == F.FRAME_METHOD
+            and end - start >= 4
+            and _method_index.unpack_from(data, start)[0] == 0x00140029  # Channel.CloseOk
+        ):
+            return
         if self.state is ConnectionState.CLOSING:
             return
         raise RemoteProtocolError(f"frame on channel {channel}, which is not open", CHANNEL_ERROR)
@@ -545,9 +550,7 @@ class AMQPConnection:
             ch.content_remaining = -1
         elif isinstance(method, commands.Basic.Cancel):
             if not method.nowait:
-                self._send(
-                    F.encode_method(ch.number, commands.Basic.CancelOk(method.consumer_tag))
-                )
+                self._send(F.encode_method(ch.number, commands.Basic.CancelOk(method.consumer_tag)))
             events.append(ConsumerCancelled(ch.number, method.consumer_tag or ""))
         elif isinstance(method, commands.Channel.Flow):
             self._send(F.encode_method(ch.number, commands.Channel.FlowOk(method.active)))
@@ -775,9 +778,10 @@ class AMQPConnection:
         ch.content = None
         self._send(
             F.encode_method(
-                channel, commands.Channel.Close(
+                channel,
+                commands.Channel.Close(
                     reply_code=reply_code, reply_text=reply_text, class_id=0, method_id=0
-                )
+                ),
             )
         )
 
@@ -789,10 +793,7 @@ class AMQPConnection:
         in flight per channel; a second one raises :class:`LocalProtocolError`.
         """
         ch = self._open_channel(channel)
-        if isinstance(
-            method,
-            commands.Channel.Close | commands.Channel.Open | commands.Basic.Publish,
-        ) or isinstance(method, _CONNECTION_METHODS):
+        if isinstance(method, _FORBIDDEN_IN_SEND_METHOD):
             raise LocalProtocolError(f"use the dedicated method to send {method.name}")
         expects_reply = method.synchronous and not getattr(method, "nowait", False)
         if expects_reply:
@@ -821,7 +822,7 @@ class AMQPConnection:
         mandatory: bool = False,
         immediate: bool = False,
     ) -> int:
-        """Queue ``Basic.Publish`` + header + body frames (body split at frame_max − 8).
+        """Queue ``Basic.Publish`` + header + body frames (body split at frame_max - 8).
 
         Returns the publish sequence number in confirm mode (the delivery tag the
         broker's confirm will carry), else 0.
@@ -887,9 +888,10 @@ class AMQPConnection:
             return
         self._send(
             F.encode_method(
-                0, commands.Connection.Close(
+                0,
+                commands.Connection.Close(
                     reply_code=reply_code, reply_text=reply_text, class_id=0, method_id=0
-                )
+                ),
             )
         )
         self.state = ConnectionState.CLOSING
@@ -931,7 +933,11 @@ class AMQPConnection:
         return min(now + half, self.last_received + 2 * interval + 0.001)
 
 
-_CONNECTION_METHODS = (
+#: Methods with a dedicated call (they change state the core tracks) or not for clients.
+_FORBIDDEN_IN_SEND_METHOD = (
+    commands.Channel.Close,
+    commands.Channel.Open,
+    commands.Basic.Publish,
     commands.Connection.Start,
     commands.Connection.StartOk,
     commands.Connection.Secure,

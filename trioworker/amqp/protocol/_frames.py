@@ -69,8 +69,15 @@ def encode_publish(
         b"\x00\x3c\x00\x28\x00\x00"
         + _shortstr(exchange, "exchange")
         + _shortstr(routing_key, "routing_key")
-        + (b"\x03" if mandatory and immediate else b"\x01" if mandatory else
-           b"\x02" if immediate else b"\x00")
+        + (
+            b"\x03"
+            if mandatory and immediate
+            else b"\x01"
+            if mandatory
+            else b"\x02"
+            if immediate
+            else b"\x00"
+        )
     )
     return _frame_header.pack(FRAME_METHOD, channel, len(payload)) + payload + FRAME_END_BYTE
 
@@ -94,13 +101,13 @@ def encode_properties(properties: commands.Basic.Properties | None) -> bytes:
         if (v := p.content_encoding) is not None and v != "":
             flags |= 0x4000
             parts.append(_shortstr(v, "content_encoding"))
-        if (h := p.headers) is not None and h != "":
+        if (h := p.headers) is not None:
             flags |= 0x2000
             parts.append(pamqp_encode.field_table(h))
-        if (n := p.delivery_mode) is not None and n != "":
+        if (n := p.delivery_mode) is not None:
             flags |= 0x1000
             parts.append(_octet.pack(n))
-        if (n := p.priority) is not None and n != "":
+        if (n := p.priority) is not None:
             flags |= 0x0800
             parts.append(_octet.pack(n))
         if (v := p.correlation_id) is not None and v != "":
@@ -147,7 +154,7 @@ def encode_content_header(channel: int, body_size: int, raw_properties: bytes) -
 
 
 def encode_body(channel: int, body: bytes, max_payload: int) -> list[bytes]:
-    """Split ``body`` into body frames of at most ``max_payload`` (frame_max − 8) bytes.
+    """Split ``body`` into body frames of at most ``max_payload`` (frame_max - 8) bytes.
 
     An empty body needs no body frame at all: the header already says its size is 0.
     """
