@@ -117,6 +117,7 @@ class Connection:
         self._close_ok = trio.Event()
         self._tasks_scope = trio.CancelScope()
         self.blocked_reason: str | None = None
+        self._closed_by_peer: ConnectionClosedError | None = None
 
     # ------------------------------------------------------------- properties
 
@@ -295,6 +296,10 @@ class Connection:
                 events = core.receive_data(data, trio.current_time())
                 if events:
                     dispatch(events)
+                    if self._closed_by_peer is not None:
+                        await self._flush_best_effort()
+                        self._finish(self._closed_by_peer)
+                        return
                 if core.pending_output:
                     self._wake_writer()
         except RemoteProtocolError as exc:
@@ -377,8 +382,10 @@ class Connection:
                         event.reply_code,
                         event.reply_text,
                     )
-                    self._wake_writer()  # the CloseOk the core queued
-                    self._finish(ConnectionClosedError(event.reply_code, event.reply_text))
+                    # Finished by the reader once the CloseOk the core queued is sent.
+                    self._closed_by_peer = ConnectionClosedError(
+                        event.reply_code, event.reply_text
+                    )
                 else:
                     self._close_ok.set()
 
