@@ -339,7 +339,8 @@ class Channel:
 
     def _on_closed(self, event: ChannelClosed) -> None:
         if event.by_peer:
-            log.warning(
+            # Usually also raised to the caller whose request caused it: log quietly.
+            log.info(
                 "broker closed channel %d: %s %s", self.number, event.reply_code, event.reply_text
             )
         error = ChannelClosedError.for_code(

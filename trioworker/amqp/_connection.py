@@ -531,11 +531,20 @@ async def connect(
         raise ConnectionTimeout(
             f"no AMQP connection to {params.safe_url()} within {params.connection_timeout} s"
         ) from None
+    # The connection's own tasks never raise (they record errors instead), so the only
+    # exception that can cross this nursery is the caller's. It is caught here and raised
+    # again after the nursery closed, so it reaches the caller as itself, not wrapped in an
+    # ExceptionGroup: `except NotFoundError:` around the block keeps working.
+    body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(conn._run_tasks)
         try:
             yield conn
+        except BaseException as exc:
+            body_error = exc
         finally:
             with trio.CancelScope(shield=True):
                 await conn.close()
             nursery.cancel_scope.cancel()
+    if body_error is not None:
+        raise body_error
