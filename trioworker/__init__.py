@@ -1,5 +1,38 @@
-"""trioworker: structured-concurrency workers for RabbitMQ, HTTP, SSE and timers, on trio."""
+"""trioworker: structured-concurrency workers for RabbitMQ, HTTP, SSE and timers, on trio.
 
+::
+
+    import trio
+    from trioworker import App, Message
+
+    app = App(amqp_url="amqp://guest:guest@127.0.0.1:5672/%2F", prefetch=1024)
+
+    @app.amqp.consume(["orders"], bulk_size=256, flush_interval=1.0)
+    async def handle(messages: list[Message]) -> None:
+        for m in messages:
+            print(m.json())
+
+    trio.run(app.serve)
+"""
+
+from . import amqp
+from ._actions import Actions
+from ._app import App, StartupError, open_app
+from ._batcher import Batcher, HandlerTimeout
+from ._message import InvalidMessageBody, Message
+from ._timeit import Timeit
 from ._version import __version__
 
-__all__ = ["__version__"]
+__all__ = [
+    "Actions",
+    "App",
+    "Batcher",
+    "HandlerTimeout",
+    "InvalidMessageBody",
+    "Message",
+    "StartupError",
+    "Timeit",
+    "__version__",
+    "amqp",
+    "open_app",
+]

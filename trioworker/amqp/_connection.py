@@ -115,7 +115,7 @@ class Connection:
         self._unblocked = trio.Event()
         self._unblocked.set()
         self._close_ok = trio.Event()
-        self._tasks_scope = trio.CancelScope()
+        self._tasks_scope = trio.CancelScope(shield=True)  # only _finish() stops the tasks
         self.blocked_reason: str | None = None
         self._closed_by_peer: ConnectionClosedError | None = None
 
@@ -383,9 +383,7 @@ class Connection:
                         event.reply_text,
                     )
                     # Finished by the reader once the CloseOk the core queued is sent.
-                    self._closed_by_peer = ConnectionClosedError(
-                        event.reply_code, event.reply_text
-                    )
+                    self._closed_by_peer = ConnectionClosedError(event.reply_code, event.reply_text)
                 else:
                     self._close_ok.set()
 

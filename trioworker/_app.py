@@ -1,0 +1,225 @@
+"""The application: routes, hooks, shared state, and one nursery that owns everything."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from . import _settings
+from .amqp import default_url, parse_url
+from .backends.amqp import AMQPBackend
+
+log = logging.getLogger("trioworker")
+
+Hook = Callable[["App"], Awaitable[None]]
+
+
+class StartupError(RuntimeError):
+    """An ``on_startup`` hook failed; the app did not start (no backend was started)."""
+
+
+class App(MutableMapping[str, Any]):
+    """A worker application.
+
+    ``App`` is also a mapping: put shared state (clients, pools, caches) in it from a
+    startup hook and read it from handlers — ``app["db"] = ...``.
+
+    Arguments:
+        amqp_url: the broker; default ``$TRIOWORKER_AMQP_URL`` or the local RabbitMQ.
+        prefetch: default per-consumer prefetch of AMQP routes (``$TRIOWORKER_PREFETCH``,
+            default 1024). A route's bulk size is at most its prefetch.
+        grace_period: seconds running handlers get to finish at shutdown
+            (``$TRIOWORKER_GRACE_PERIOD``, default 30).
+        name: shown in RabbitMQ's connection list; default: the script's name.
+    """
+
+    def __init__(
+        self,
+        amqp_url: str | None = None,
+        *,
+        prefetch: int | None = None,
+        grace_period: float | None = None,
+        name: str | None = None,
+    ) -> None:
+        url = amqp_url or default_url()
+        parse_url(url)  # a bad URL fails here, not at startup
+        self.name = name or os.path.basename(sys.argv[0] or "trioworker") or "trioworker"
+        self.grace_period = _settings.grace_period() if grace_period is None else grace_period
+        self.amqp = AMQPBackend(self, url, _settings.prefetch() if prefetch is None else prefetch)
+        self._state: dict[str, Any] = {}
+        self._on_startup: list[Hook] = []
+        self._on_shutdown: list[Hook] = []
+        self._shutdown_requested: trio.Event | None = None
+        self._trio_token: trio.lowlevel.TrioToken | None = None
+        self._running = False
+        self._publishing_wanted = True
+
+    # ------------------------------------------------------------- mapping
+
+    def __getitem__(self, key: str) -> Any:
+        return self._state[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._state[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._state[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._state)
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    def __repr__(self) -> str:
+        return f"<App {self.name!r} routes={len(self.amqp.routes)} running={self._running}>"
+
+    # --------------------------------------------------------------- hooks
+
+    def on_startup(self, hook: Hook) -> Hook:
+        """Register ``async def hook(app)`` to run before any backend starts."""
+        self._on_startup.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: Hook) -> Hook:
+        """Register ``async def hook(app)`` to run after every backend stopped."""
+        self._on_shutdown.append(hook)
+        return hook
+
+    # ----------------------------------------------------------- lifecycle
+
+    @property
+    def running(self) -> bool:
+        """True between startup and the end of shutdown."""
+        return self._running
+
+    def shutdown(self) -> None:
+        """Ask for a graceful stop. Safe from a handler, a task, a thread or a signal handler.
+
+        Returns at once; :meth:`serve` returns (or ``open_app`` leaves) once in-flight work
+        has drained.
+        """
+        event = self._shutdown_requested
+        if event is None:
+            return
+        try:
+            trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            # Another thread (a sync handler, a signal handler of a foreign loop).
+            if self._trio_token is not None:
+                self._trio_token.run_sync_soon(event.set)
+            return
+        event.set()
+
+    async def serve(
+        self,
+        *,
+        install_signal_handlers: bool | None = None,
+        task_status: trio.TaskStatus[App] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run the app until SIGINT/SIGTERM or :meth:`shutdown`, then stop gracefully.
+
+        ``trio.run(app.serve)``. Startup: ``on_startup`` hooks in order (one failing raises
+        :class:`StartupError` and nothing else starts), then the backends. Shutdown: the
+        backends stop (consumers cancelled, buffered messages requeued, running handlers
+        given ``grace_period``, decisions sent, channels and connections closed), then the
+        ``on_shutdown`` hooks run. A second signal during shutdown cancels what is left.
+        """
+        if self._running:
+            raise RuntimeError("this app is already running")
+        if install_signal_handlers is None:
+            install_signal_handlers = threading.current_thread() is threading.main_thread()
+        self._shutdown_requested = trio.Event()
+        self._trio_token = trio.lowlevel.current_trio_token()
+        self._running = True
+        try:
+            # Hooks run before the nursery exists, so a failing one raises StartupError
+            # itself (not wrapped in an ExceptionGroup) and nothing else was started.
+            for hook in self._on_startup:
+                try:
+                    await hook(self)
+                except Exception as exc:
+                    name = getattr(hook, "__qualname__", repr(hook))
+                    log.error("startup hook %s failed: %r; the app does not start", name, exc)
+                    raise StartupError(f"startup hook {name} failed: {exc!r}") from exc
+            async with trio.open_nursery() as nursery:
+                if install_signal_handlers:
+                    nursery.start_soon(self._watch_signals, nursery.cancel_scope)
+                await nursery.start(self.amqp.run)
+                log.info("app %r started", self.name)
+                task_status.started(self)
+                await self._shutdown_requested.wait()
+                log.info("app %r shutting down", self.name)
+                self.amqp.stop()
+                # Wait for the backends, run the shutdown hooks, then leave.
+                await self._after_backends()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._running = False
+            self._shutdown_requested = None
+
+    async def _after_backends(self) -> None:
+        for sup in list(self.amqp.supervisors):
+            await sup._stopped.wait()
+        for hook in self._on_shutdown:
+            try:
+                await hook(self)
+            except Exception:
+                log.exception("shutdown hook %r failed", hook)
+
+    async def _watch_signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if self._shutdown_requested is not None and not self._shutdown_requested.is_set():
+                    log.info("%s received: graceful shutdown (send again to force)", name)
+                    self.shutdown()
+                else:
+                    log.warning("%s received again: cancelling what is left", name)
+                    scope.cancel()
+                    return
+
+
+@asynccontextmanager
+async def open_app(app: App | None = None, **kwargs: Any) -> AsyncIterator[App]:
+    """Run an app inside an existing trio program for the duration of a block.
+
+    ``async with trioworker.open_app(amqp_url=...) as app:`` — the app is started (hooks run,
+    connections open) when the block begins; routes registered inside the block start at
+    once; leaving the block shuts the app down gracefully. Signals are left alone.
+    """
+    if app is None:
+        app = App(**kwargs)
+    elif kwargs:
+        raise TypeError("pass either an App or App arguments, not both")
+
+    async def serve(task_status: trio.TaskStatus[App]) -> None:
+        await app.serve(install_signal_handlers=False, task_status=task_status)
+
+    # Errors are re-raised after the nursery closed so they reach the caller unwrapped.
+    start_error: BaseException | None = None
+    body_error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        try:
+            await nursery.start(serve)
+        except BaseException as exc:
+            start_error = exc
+        else:
+            try:
+                yield app
+            except BaseException as exc:
+                body_error = exc
+            finally:
+                app.shutdown()
+    if start_error is not None:
+        raise start_error
+    if body_error is not None:
+        raise body_error

@@ -1,0 +1,198 @@
+"""Bulks: group items, call a handler with each group, report the outcome.
+
+The batcher knows nothing about AMQP or SSE (design.md, layering rule 4). It takes items
+with :meth:`Batcher.put`, forms bulks of ``bulk_size`` items — flushing a smaller bulk once
+``flush_interval`` seconds have passed since its *first* item arrived — and runs the handler
+on each, at most ``concurrency`` at once. For every bulk it reports ``(bulk, error)`` to
+``on_done``: ``error`` is ``None`` when the handler returned, the exception it raised (or a
+:class:`HandlerTimeout`) otherwise. What that means for each item is the caller's business.
+
+Shutdown (:meth:`Batcher.close`) stops forming bulks at once. Items not yet handed to a
+handler — buffered, or in a bulk still waiting for its flush — are given to
+``on_unhandled`` so they can be returned to their source (for AMQP: requeued). Handler calls
+already running are left to finish; :meth:`run` returns when they have. Cancelling
+:meth:`run` cancels them; their bulks are then reported to ``on_unhandled`` too, because a
+cancelled handler did not finish its work.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+import trio
+
+T = TypeVar("T")
+
+__all__ = ["Batcher", "BatcherStats", "HandlerTimeout"]
+
+
+class HandlerTimeout(TimeoutError):
+    """The handler did not finish within the route's ``timeout``."""
+
+
+class BatcherStats:
+    """Counters a metrics exporter can read."""
+
+    __slots__ = ("bulks", "flushed_by_size", "flushed_by_time", "items", "running")
+
+    def __init__(self) -> None:
+        self.items = 0
+        self.bulks = 0
+        self.flushed_by_size = 0
+        self.flushed_by_time = 0
+        self.running = 0
+
+
+class Batcher(Generic[T]):
+    """Forms bulks of items and hands each to ``handler``.
+
+    ``handler`` is an async callable taking the list of items; its timeout, sync/async
+    adaptation and logging are the caller's concern (see ``_handlers.py``), so the batcher
+    stays a pure scheduling component.
+    """
+
+    def __init__(
+        self,
+        handler: Callable[[list[T]], Awaitable[object]],
+        *,
+        bulk_size: int = 1,
+        flush_interval: float = 60.0,
+        concurrency: int = 1,
+        on_done: Callable[[list[T], BaseException | None], None],
+        on_unhandled: Callable[[list[T]], None],
+    ) -> None:
+        if bulk_size < 1:
+            raise ValueError("bulk_size must be at least 1")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if flush_interval < 0 or math.isnan(flush_interval):
+            raise ValueError("flush_interval must be >= 0")
+        self.handler = handler
+        self.bulk_size = bulk_size
+        self.flush_interval = flush_interval
+        self.concurrency = concurrency
+        self._on_done = on_done
+        self._on_unhandled = on_unhandled
+        self._items: deque[T] = deque()
+        self._lot = trio.lowlevel.ParkingLot()
+        self._closed = False
+        self._limiter = trio.CapacityLimiter(concurrency)
+        self._idle = trio.Event()
+        self._idle.set()
+        self.stats = BatcherStats()
+
+    @property
+    def buffered(self) -> int:
+        """Items waiting to be put in a bulk."""
+        return len(self._items)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def put(self, item: T) -> None:
+        """Add an item (never blocks: the source bounds how many are in flight).
+
+        After :meth:`close`, the item goes straight to ``on_unhandled``.
+        """
+        if self._closed:
+            self._on_unhandled([item])
+            return
+        self._items.append(item)
+        if self._lot:
+            self._lot.unpark_all()
+
+    def close(self) -> None:
+        """Stop forming bulks; hand buffered items to ``on_unhandled``."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._items:
+            items = list(self._items)
+            self._items.clear()
+            self._on_unhandled(items)
+        self._lot.unpark_all()
+
+    async def wait_idle(self) -> None:
+        """Wait until no handler call is running."""
+        await self._idle.wait()
+
+    def _take(self, bulk: list[T], limit: int) -> None:
+        items = self._items
+        while items and len(bulk) < limit:
+            bulk.append(items.popleft())
+
+    async def run(self) -> None:
+        """Form bulks and run the handler until :meth:`close`; then wait for running calls."""
+        size = self.bulk_size
+        items = self._items
+        async with trio.open_nursery() as nursery:
+            while True:
+                while not items:
+                    if self._closed:
+                        return  # the nursery waits for running handler calls
+                    await self._lot.park()
+                bulk = [items.popleft()]
+                if size > 1:
+                    self._take(bulk, size)
+                    if len(bulk) < size:
+                        flushed_in_time = await self._fill(bulk, size)
+                        if self._closed:
+                            self._on_unhandled(bulk)
+                            continue
+                        if flushed_in_time:
+                            self.stats.flushed_by_time += 1
+                        else:
+                            self.stats.flushed_by_size += 1
+                    else:
+                        self.stats.flushed_by_size += 1
+                else:
+                    self.stats.flushed_by_size += 1
+                self.stats.bulks += 1
+                self.stats.items += len(bulk)
+                if self.concurrency == 1:
+                    await self._call(bulk)
+                else:
+                    await self._limiter.acquire()
+                    nursery.start_soon(self._call_and_release, bulk)
+
+    async def _fill(self, bulk: list[T], size: int) -> bool:
+        """Wait for more items until the bulk is full; return True if time ran out first."""
+        deadline = trio.current_time() + self.flush_interval
+        with trio.move_on_at(deadline) as scope:
+            while len(bulk) < size and not self._closed:
+                await self._lot.park()
+                self._take(bulk, size)
+        return scope.cancelled_caught
+
+    async def _call_and_release(self, bulk: list[T]) -> None:
+        try:
+            await self._call(bulk)
+        finally:
+            self._limiter.release()
+
+    async def _call(self, bulk: list[T]) -> None:
+        stats = self.stats
+        stats.running += 1
+        if stats.running == 1:
+            self._idle = trio.Event()
+        error: BaseException | None = None
+        try:
+            try:
+                await self.handler(bulk)
+            except Exception as exc:
+                error = exc
+        except BaseException:
+            # Cancelled (shutdown past its grace period, connection lost) or interrupted:
+            # the handler did not finish, so its items go back to their source.
+            self._on_unhandled(bulk)
+            raise
+        finally:
+            stats.running -= 1
+            if stats.running == 0:
+                self._idle.set()
+        self._on_done(bulk, error)

@@ -1,0 +1,134 @@
+"""The message a route handler receives."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ._actions import Actions
+
+if TYPE_CHECKING:
+    from .amqp import BasicProperties, Delivery
+    from .backends._acks import AckTracker
+
+log = logging.getLogger("trioworker.amqp")
+
+__all__ = ["InvalidMessageBody", "Message"]
+
+
+class InvalidMessageBody(ValueError):
+    """The body could not be decoded as the handler asked (e.g. it is not JSON)."""
+
+
+class Message:
+    """One AMQP delivery, as seen by a handler.
+
+    The decision for the message is the route's default (``on_success`` if the handler
+    returns, ``on_exception`` if it raises) unless the handler calls :meth:`accept` or
+    :meth:`reject` on it — a per-message call always wins.
+    """
+
+    __slots__ = ("_decision", "_delivery", "_json", "_tracker", "queue")
+
+    def __init__(self, delivery: Delivery, queue: str, tracker: AckTracker | None = None) -> None:
+        self._delivery = delivery
+        self.queue = queue
+        self._tracker = tracker
+        self._decision: Actions | None = None
+        self._json: Any = _UNSET
+
+    def __repr__(self) -> str:
+        return (
+            f"<Message queue={self.queue!r} delivery_tag={self.delivery_tag} "
+            f"routing_key={self.routing_key!r} body={len(self.body)} bytes>"
+        )
+
+    # -------------------------------------------------------------- content
+
+    @property
+    def body(self) -> bytes:
+        """The raw body."""
+        return self._delivery.body
+
+    def json(self) -> Any:
+        """The body decoded as UTF-8 JSON (cached).
+
+        A body that is not JSON fails *this message only*: it is marked ``REJECT`` (it can
+        never succeed, so requeueing it would loop forever; with a dead-letter exchange it
+        is kept for inspection) and :class:`InvalidMessageBody` is raised. A handler that
+        catches it goes on with the other messages of its bulk.
+        """
+        if self._json is _UNSET:
+            try:
+                self._json = json.loads(self._delivery.body)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                if self._decision is None:
+                    self._decision = Actions.REJECT
+                log.warning(
+                    "message %d from queue %r is not JSON (%s): rejected",
+                    self.delivery_tag,
+                    self.queue,
+                    exc,
+                )
+                raise InvalidMessageBody(
+                    f"body of message {self.delivery_tag} from {self.queue!r} is not JSON: {exc}"
+                ) from exc
+        return self._json
+
+    @property
+    def properties(self) -> BasicProperties:
+        """The AMQP properties (decoded on first access; see ``PropertyDecodeError``)."""
+        return self._delivery.properties
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        """The ``headers`` table of the properties (empty if none)."""
+        return dict(self._delivery.properties.headers or {})
+
+    @property
+    def redelivered(self) -> bool:
+        """True if the broker delivered this message before (to anyone)."""
+        return self._delivery.redelivered
+
+    @property
+    def routing_key(self) -> str:
+        """The routing key it was published with."""
+        return self._delivery.routing_key
+
+    @property
+    def exchange(self) -> str:
+        """The exchange it was published to ("" for the default exchange)."""
+        return self._delivery.exchange
+
+    @property
+    def delivery_tag(self) -> int:
+        """The delivery tag (valid only on the channel that delivered it)."""
+        return self._delivery.delivery_tag
+
+    @property
+    def delivery(self) -> Delivery:
+        """The underlying client delivery."""
+        return self._delivery
+
+    # ------------------------------------------------------------- decision
+
+    def accept(self) -> None:
+        """Acknowledge this message whatever the handler's outcome."""
+        self._decision = Actions.ACK
+
+    def reject(self, requeue: bool = True) -> None:
+        """Reject this message: requeued by default, dead-lettered with ``requeue=False``."""
+        self._decision = Actions.REQUEUE if requeue else Actions.REJECT
+
+    @property
+    def decision(self) -> Actions | None:
+        """The per-message decision, if the handler made one."""
+        return self._decision
+
+
+class _Unset:
+    __slots__ = ()
+
+
+_UNSET: Any = _Unset()

@@ -1,0 +1,573 @@
+"""The AMQP backend: routes fed by RabbitMQ queues, publishing, reconnects, graceful stop.
+
+Shape (design.md)::
+
+    _Supervisor (one per connection: URL + vhost)      reconnects with backoff + jitter
+      └── _RouteRun (one per route per connection life)
+            ├── one channel + consumer + AckTracker per queue ── Message ──▶ Batcher
+            └── Batcher ── bulk ──▶ handler ── outcome ──▶ decisions ──▶ AckTracker ──▶ frames
+
+A route consumes each of its queues on its own channel: delivery tags are per channel, and
+one consumer per channel keeps them in delivery order, which is what lets the tracker turn
+runs of acks into one ``Basic.Ack(multiple=True)``.
+
+When the connection dies, everything tied to it is cancelled: buffered deliveries are
+dropped and running handlers are cancelled; the broker redelivers all of them (at least
+once). The supervisor reconnects and starts every route again — channels, QoS, declares,
+consumers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import random
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import trio
+
+from .. import _settings
+from .._actions import Actions
+from .._batcher import Batcher
+from .._handlers import Handler, adapt
+from .._message import Message
+from ..amqp import (
+    AMQPConnectionError,
+    AMQPError,
+    BasicProperties,
+    Channel,
+    ChannelClosedError,
+    Connection,
+    ConnectionClosedError,
+    ConsumerCancelledError,
+    NotFoundError,
+    connect,
+    parse_url,
+)
+from ._acks import AckTracker
+
+if TYPE_CHECKING:
+    from .._app import App
+
+log = logging.getLogger("trioworker.amqp")
+
+DEFAULT_CONNECTION = "default"
+
+
+def backoff_delay(attempt: int, *, base: float = 0.1, cap: float = 10.0) -> float:
+    """Exponential backoff with jitter: ``base * 2**attempt`` capped, times U(0.5, 1).
+
+    The jitter spreads the reconnects of many workers after a broker restart, so they do
+    not all arrive in the same instant.
+    """
+    delay: float = min(cap, base * (2 ** min(attempt, 30)))
+    return delay * random.uniform(0.5, 1.0)
+
+
+@dataclasses.dataclass(eq=False)
+class AMQPRoute:
+    """A registered ``@app.amqp.consume`` route (its configuration; no runtime state)."""
+
+    handler: Handler
+    queues: tuple[str, ...]
+    bulk_size: int
+    flush_interval: float
+    on_success: Actions
+    on_exception: Actions
+    concurrency: int
+    prefetch: int
+    connection: str
+    vhost: str | None
+    declare: bool
+    timeout: float | None
+    name: str
+
+    @property
+    def effective_bulk_size(self) -> int:
+        """``min(bulk_size, prefetch)``: a bulk larger than the prefetch could never fill."""
+        return max(1, min(self.bulk_size, self.prefetch))
+
+
+class _RouteRun:
+    """One route running on one connection, for as long as that connection lives."""
+
+    def __init__(self, route: AMQPRoute, connection: Connection) -> None:
+        self.route = route
+        self.connection = connection
+        self.trackers: list[AckTracker] = []
+        self.channels: list[Channel] = []
+        self.consumers: list[tuple[Channel, str]] = []
+        self._stopping = False
+        self.batcher: Batcher[Message] = Batcher(
+            adapt(route.handler, timeout=route.timeout),
+            bulk_size=route.effective_bulk_size,
+            flush_interval=route.flush_interval,
+            concurrency=route.concurrency,
+            on_done=self._on_done,
+            on_unhandled=self._on_unhandled,
+        )
+        self._done = trio.Event()
+
+    # ----------------------------------------------------------- decisions
+
+    def _on_done(self, bulk: list[Message], error: BaseException | None) -> None:
+        route = self.route
+        if error is not None:
+            log.error(
+                "handler of route %r failed on a bulk of %d: %r",
+                route.name,
+                len(bulk),
+                error,
+                exc_info=error,
+            )
+            default = route.on_exception
+        else:
+            default = route.on_success
+        _settle(bulk, default)
+
+    def _on_unhandled(self, bulk: list[Message]) -> None:
+        # Not handled (shutdown, cancelled handler): back to the queue, as if never taken.
+        for message in bulk:
+            message._decision = None
+        _settle(bulk, Actions.REQUEUE)
+
+    # ------------------------------------------------------------- running
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.batcher.run)
+                for queue in self.route.queues:
+                    nursery.start_soon(self._consume, queue)
+        finally:
+            self._done.set()
+
+    async def _consume(self, queue: str) -> None:
+        """Consume one queue on its own channel; re-subscribe after broker cancels."""
+        route = self.route
+        attempt = 0
+        while not self._stopping:
+            channel: Channel | None = None
+            try:
+                channel = await self.connection.open_channel()
+                self.channels.append(channel)
+                await channel.basic_qos(prefetch_count=route.prefetch)
+                if route.declare:
+                    await channel.queue_declare(queue, durable=True)
+                tracker = AckTracker(channel)
+                self.trackers.append(tracker)
+                while not self._stopping:
+                    try:
+                        await self._consume_on(channel, tracker, queue)
+                        return  # cancelled by us: shutdown
+                    except ConsumerCancelledError:
+                        log.warning(
+                            "route %r: the broker cancelled the consumer of queue %r (deleted?);"
+                            " re-subscribing",
+                            route.name,
+                            queue,
+                        )
+                    await trio.sleep(backoff_delay(attempt))
+                    attempt += 1
+            except NotFoundError as exc:
+                delay = backoff_delay(attempt, cap=30.0)
+                log.error(
+                    "route %r: queue %r does not exist (%s); retrying in %.1f s "
+                    "(declare=True would create it)",
+                    route.name,
+                    queue,
+                    exc.reply_text,
+                    delay,
+                )
+            except ChannelClosedError as exc:
+                delay = backoff_delay(attempt, cap=30.0)
+                log.error(
+                    "route %r: channel for queue %r closed by the broker: %s; retrying in %.1f s",
+                    route.name,
+                    queue,
+                    exc,
+                    delay,
+                )
+            except AMQPConnectionError:
+                return  # the supervisor reconnects and starts us again
+            if self._stopping or self.connection.is_closed:
+                return
+            await trio.sleep(delay)
+            attempt += 1
+
+    async def _consume_on(self, channel: Channel, tracker: AckTracker, queue: str) -> None:
+        consumer = await channel.basic_consume(queue)
+        self.consumers.append((channel, consumer.consumer_tag))
+        log.info("route %r consuming queue %r", self.route.name, queue)
+        batcher = self.batcher
+        track = tracker.track
+        put = batcher.put
+        async for batch in consumer.batches():
+            for delivery in batch:
+                track(delivery.delivery_tag)
+                put(Message(delivery, queue, tracker))
+
+    # ---------------------------------------------------------------- stop
+
+    async def stop(self, grace_period: float) -> None:
+        """Graceful stop: no new deliveries, requeue the buffered, let handlers finish.
+
+        Order matters. The batcher closes first, so nothing new starts and what is
+        buffered goes back to the queue. Then the consumers are cancelled; deliveries that
+        arrive meanwhile are requeued too. Running handler calls get ``grace_period``
+        seconds; past that they are cancelled and their messages requeued. Decisions are
+        sent before the channels close.
+        """
+        self._stopping = True
+        self.batcher.close()
+        with trio.move_on_after(min(grace_period, 5.0)):
+            for channel, tag in self.consumers:
+                try:
+                    await channel.basic_cancel(tag)
+                except AMQPError:
+                    pass  # the channel is gone: its deliveries are redelivered anyway
+        with trio.move_on_after(grace_period) as scope:
+            await self.batcher.wait_idle()
+        if scope.cancelled_caught:
+            log.warning(
+                "route %r: handlers still running after the %.1f s grace period: cancelled, "
+                "their messages are requeued",
+                self.route.name,
+                grace_period,
+            )
+
+    async def close_channels(self) -> None:
+        for tracker in self.trackers:
+            tracker.flush()
+        with trio.move_on_after(5.0):
+            for channel in self.channels:
+                with contextlib.suppress(AMQPError):
+                    await channel.close()
+
+
+def _settle(bulk: list[Message], default: Actions) -> None:
+    """Send each message's decision (its own, else ``default``) to its channel's tracker."""
+    by_tracker: dict[int, tuple[AckTracker, list[tuple[int, Actions]]]] = {}
+    for message in bulk:
+        tracker = message._tracker
+        if tracker is None:
+            continue
+        entry = by_tracker.get(id(tracker))
+        if entry is None:
+            entry = by_tracker[id(tracker)] = (tracker, [])
+        entry[1].append((message.delivery_tag, message._decision or default))
+    for tracker, decisions in by_tracker.values():
+        tracker.decide_many(decisions)
+
+
+class _Supervisor:
+    """Keeps one connection up: connect, run the routes, reconnect with backoff."""
+
+    def __init__(self, backend: AMQPBackend, key: tuple[str, str | None], url: str) -> None:
+        self.backend = backend
+        self.key = key
+        self.url = url
+        self.routes: list[AMQPRoute] = []
+        self.connection: Connection | None = None
+        self.connected = trio.Event()
+        self.reconnects = 0
+        self._runs: list[_RouteRun] = []
+        self._route_nursery: trio.Nursery | None = None
+        self._publisher: Channel | None = None
+        self._publisher_lock = trio.Lock()
+        self._stopping = False
+        self._stopped = trio.Event()
+        self._stop_done = trio.Event()
+        self._cancel_scope = trio.CancelScope()
+
+    @property
+    def name(self) -> str:
+        name, vhost = self.key
+        return name if vhost is None else f"{name}/{vhost}"
+
+    def add_route(self, route: AMQPRoute) -> None:
+        self.routes.append(route)
+        if self._route_nursery is not None and self.connection is not None:
+            self._start_route(route, self.connection)
+
+    def _start_route(self, route: AMQPRoute, connection: Connection) -> None:
+        assert self._route_nursery is not None
+        run = _RouteRun(route, connection)
+        self._runs.append(run)
+        self._route_nursery.start_soon(run.run)
+
+    async def run(self) -> None:
+        attempt = 0
+        app_name = self.backend.app.name
+        with self._cancel_scope:
+            while not self._stopping:
+                try:
+                    async with connect(self.url, connection_name=f"{app_name}:{self.name}") as conn:
+                        attempt = 0
+                        await self._serve(conn)
+                except AMQPConnectionError as exc:
+                    if self._stopping:
+                        break
+                    self.reconnects += 1
+                    delay = backoff_delay(attempt)
+                    attempt += 1
+                    log.warning(
+                        "AMQP connection %r lost or refused (%s); reconnecting in %.2f s",
+                        self.name,
+                        exc,
+                        delay,
+                    )
+                    await trio.sleep(delay)
+        self._stopped.set()
+
+    async def _serve(self, conn: Connection) -> None:
+        self.connection = conn
+        self._runs = []
+        self._publisher = None
+        log.info("AMQP connection %r open (%s)", self.name, conn.params.safe_url())
+        try:
+            async with trio.open_nursery() as nursery:
+                self._route_nursery = nursery
+                for route in self.routes:
+                    self._start_route(route, conn)
+                self.connected.set()
+                nursery.start_soon(self._watch, conn, nursery.cancel_scope)
+                if self._stopping:
+                    nursery.cancel_scope.cancel()
+                await self._stop_requested()
+                # Graceful: stop every route, then leave (the connection closes politely).
+                await self._stop_runs()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._route_nursery = None
+            self.connection = None
+            self._publisher = None
+            if self.connected.is_set():
+                self.connected = trio.Event()
+        conn._raise_if_closed()  # a lost connection: reconnect (raises AMQPConnectionError)
+
+    async def _watch(self, conn: Connection, scope: trio.CancelScope) -> None:
+        with contextlib.suppress(AMQPConnectionError):
+            await conn.wait_closed()
+        scope.cancel()
+
+    async def _stop_requested(self) -> None:
+        await self.backend._stop_event.wait()
+
+    async def _stop_runs(self) -> None:
+        grace = self.backend.app.grace_period
+        async with trio.open_nursery() as nursery:
+            for run in self._runs:
+                nursery.start_soon(run.stop, grace)
+        # Handlers past the grace period are cancelled by leaving the route nursery; their
+        # messages are requeued by the batcher. Then decisions go out and channels close.
+        for run in self._runs:
+            run.batcher.close()
+        if self._route_nursery is not None:
+            # cancel the route runs (and any handler still running past the grace period)
+            self._route_nursery.cancel_scope.cancel()
+            for run in self._runs:
+                with trio.CancelScope(shield=True):
+                    await run._done.wait()
+        for run in self._runs:
+            with trio.CancelScope(shield=True):
+                await run.close_channels()
+
+    async def publisher(self) -> Channel:
+        """The connection's publishing channel (confirm mode), opened on first use."""
+        while True:
+            conn = self.connection
+            if conn is None or conn.is_closed:
+                await self.connected.wait()
+                continue
+            async with self._publisher_lock:
+                channel = self._publisher
+                if channel is None or channel.is_closed:
+                    channel = await conn.open_channel()
+                    await channel.confirm_select()
+                    self._publisher = channel
+                return channel
+
+
+class AMQPBackend:
+    """``app.amqp``: register routes, publish, manage connections."""
+
+    def __init__(self, app: App, url: str, prefetch: int) -> None:
+        self.app = app
+        self.url = url
+        self.prefetch = prefetch
+        self._connections: dict[str, str] = {DEFAULT_CONNECTION: url}
+        self._supervisors: dict[tuple[str, str | None], _Supervisor] = {}
+        self.routes: list[AMQPRoute] = []
+        self._nursery: trio.Nursery | None = None
+        self._stop_event = trio.Event()
+
+    # ------------------------------------------------------------ settings
+
+    def add_connection(self, name: str, url: str) -> None:
+        """Name another broker (or the same with other credentials) for routes to use."""
+        parse_url(url)  # fail now, not at startup
+        if name in self._connections and self._connections[name] != url:
+            raise ValueError(f"connection {name!r} is already defined")
+        self._connections[name] = url
+
+    def _url_for(self, connection: str, vhost: str | None) -> str:
+        try:
+            url = self._connections[connection]
+        except KeyError:
+            raise ValueError(
+                f"unknown AMQP connection {connection!r}; add it with "
+                f"app.amqp.add_connection({connection!r}, url)"
+            ) from None
+        if vhost is None:
+            return url
+        parts = url.split("?", 1)
+        base = parts[0]
+        scheme, rest = base.split("://", 1)
+        authority = rest.split("/", 1)[0]
+        new = f"{scheme}://{authority}/{quote(vhost, safe='')}"
+        return new if len(parts) == 1 else f"{new}?{parts[1]}"
+
+    def _supervisor(self, connection: str, vhost: str | None) -> _Supervisor:
+        key = (connection, vhost)
+        sup = self._supervisors.get(key)
+        if sup is None:
+            sup = _Supervisor(self, key, self._url_for(connection, vhost))
+            self._supervisors[key] = sup
+            if self._nursery is not None:
+                self._nursery.start_soon(sup.run)
+        return sup
+
+    # -------------------------------------------------------------- routes
+
+    def consume(
+        self,
+        queues: str | Sequence[str],
+        *,
+        bulk_size: int = 1,
+        flush_interval: float | None = None,
+        on_success: Actions = Actions.ACK,
+        on_exception: Actions = Actions.REQUEUE,
+        concurrency: int = 1,
+        prefetch: int | None = None,
+        vhost: str | None = None,
+        connection: str = DEFAULT_CONNECTION,
+        declare: bool = False,
+        timeout: float | None = None,
+        name: str | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Register a handler for one or more queues; it receives ``list[Message]``.
+
+        See docs/amqp.md for every option. The handler is returned unchanged, so it can
+        still be called directly in tests.
+        """
+        queue_list = (queues,) if isinstance(queues, str) else tuple(queues)
+        if not queue_list:
+            raise ValueError("consume() needs at least one queue")
+        if not isinstance(on_success, Actions) or not isinstance(on_exception, Actions):
+            raise TypeError("on_success and on_exception must be trioworker.Actions members")
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self._url_for(connection, vhost)  # unknown connection: fail at registration
+
+        def register(handler: Handler) -> Handler:
+            route = AMQPRoute(
+                handler=handler,
+                queues=queue_list,
+                bulk_size=bulk_size,
+                flush_interval=(
+                    _settings.flush_interval() if flush_interval is None else flush_interval
+                ),
+                on_success=on_success,
+                on_exception=on_exception,
+                concurrency=concurrency,
+                prefetch=self.prefetch if prefetch is None else prefetch,
+                connection=connection,
+                vhost=vhost,
+                declare=declare,
+                timeout=timeout,
+                name=name or str(getattr(handler, "__qualname__", repr(handler))),
+            )
+            if route.bulk_size < 1 or route.concurrency < 1 or route.prefetch < 1:
+                raise ValueError("bulk_size, concurrency and prefetch must be at least 1")
+            self.routes.append(route)
+            self._supervisor(connection, vhost).add_route(route)
+            return handler
+
+        return register
+
+    # ------------------------------------------------------------- publish
+
+    async def publish(
+        self,
+        body: bytes | str | dict[str, Any] | list[Any],
+        *,
+        routing_key: str,
+        exchange: str = "",
+        properties: BasicProperties | None = None,
+        mandatory: bool = False,
+        connection: str = DEFAULT_CONNECTION,
+        vhost: str | None = None,
+    ) -> None:
+        """Publish with publisher confirms; return once the broker took responsibility.
+
+        ``str`` bodies are UTF-8 encoded; ``dict``/``list`` bodies are JSON-encoded with
+        ``content_type`` ``application/json``. Raises :class:`~trioworker.amqp.PublishError`
+        if the broker nacks it or (``mandatory=True``) cannot route it. While the
+        connection is down, waits for it to come back. The app must be running.
+        """
+        if self._nursery is None:
+            raise RuntimeError("app.amqp.publish() needs a running app (serve() or open_app())")
+        if isinstance(body, dict | list):
+            body = json.dumps(body).encode()
+            if properties is None:
+                properties = BasicProperties(content_type="application/json")
+        elif isinstance(body, str):
+            body = body.encode()
+        sup = self._supervisor(connection, vhost)
+        channel = await sup.publisher()
+        await channel.basic_publish(
+            body,
+            routing_key=routing_key,
+            exchange=exchange,
+            properties=properties,
+            mandatory=mandatory,
+        )
+
+    # ----------------------------------------------------------- lifecycle
+
+    @property
+    def supervisors(self) -> Iterable[_Supervisor]:
+        return self._supervisors.values()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run every connection until :meth:`stop`."""
+        async with trio.open_nursery() as nursery:
+            if not self._supervisors and self.app._publishing_wanted:
+                self._supervisor(DEFAULT_CONNECTION, None)
+            self._nursery = nursery  # from now on, new supervisors start at once
+            for sup in list(self._supervisors.values()):
+                nursery.start_soon(sup.run)
+            task_status.started()
+        self._nursery = None
+
+    def stop(self) -> None:
+        """Begin the graceful stop of every connection (see :meth:`_RouteRun.stop`)."""
+        self._stop_event.set()
+        for sup in self._supervisors.values():
+            sup._stopping = True
+            if sup.connection is None:
+                sup._cancel_scope.cancel()  # waiting to reconnect: just stop
+
+
+__all__ = [
+    "DEFAULT_CONNECTION",
+    "AMQPBackend",
+    "AMQPRoute",
+    "ConnectionClosedError",
+    "backoff_delay",
+]
