@@ -371,6 +371,8 @@ class AMQPConnection:
         :class:`RemoteProtocolError` (sticky) on any protocol violation; the bytes queued
         by then include a ``Connection.Close`` telling the peer why, best effort.
         """
+        if self._error is not None:
+            raise self._error
         if now is not None:
             self.last_received = now
         if type(data) is not bytes:
