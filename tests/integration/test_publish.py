@@ -1,0 +1,207 @@
+"""Publishing: confirms, returns, nacks, and the broker's flow control."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from tests.support import rabbitmqctl
+from trioworker.amqp import (
+    Channel,
+    Connection,
+    MessageReturnedError,
+    NotFoundError,
+    PublishNackedError,
+    Returned,
+    connect,
+)
+
+from .helpers import MUST_HAPPEN, eventually
+
+pytestmark = pytest.mark.broker
+
+
+async def test_confirmations(channel: Channel, resources) -> None:
+    queue = resources.queue()
+    await channel.queue_declare(queue)
+    await channel.confirm_select()
+    await channel.confirm_select()  # already on: a no-op
+    confirmation = await channel.publish(b"one", routing_key=queue)
+    assert confirmation.delivery_tag == 1
+    with trio.fail_after(MUST_HAPPEN):
+        await confirmation.wait()
+    assert confirmation.done and confirmation.acked
+    await channel.basic_publish(b"two", routing_key=queue)
+    assert channel.unconfirmed == 0
+    assert (await channel.queue_declare(queue, passive=True)).message_count == 2
+
+
+async def test_without_confirms_the_confirmation_is_resolved_at_once(
+    channel: Channel, resources
+) -> None:
+    queue = resources.queue()
+    await channel.queue_declare(queue)
+    confirmation = await channel.publish(b"x", routing_key=queue)
+    assert confirmation.delivery_tag == 0
+    assert confirmation.done and confirmation.acked
+    await confirmation.wait()
+
+
+async def test_wait_for_confirms_bounds_the_window(channel: Channel, resources) -> None:
+    queue = resources.queue()
+    await channel.queue_declare(queue)
+    await channel.confirm_select()
+    confirmations = []
+    peak = 0
+    with trio.fail_after(30):
+        for i in range(500):
+            confirmations.append(await channel.publish(b"%d" % i, routing_key=queue))
+            peak = max(peak, channel.unconfirmed)
+            await channel.wait_for_confirms(max_outstanding=8)
+            assert channel.unconfirmed <= 8
+        await channel.wait_for_confirms()
+    assert channel.unconfirmed == 0
+    assert peak == 9  # the window was actually used, then bounded
+    assert [c.delivery_tag for c in confirmations] == list(range(1, 501))
+    assert all(c.acked for c in confirmations)
+    assert (await channel.queue_declare(queue, passive=True)).message_count == 500
+
+
+async def test_mandatory_unroutable_publish_is_returned(channel: Channel, resources) -> None:
+    queue = resources.queue()
+    unroutable = resources.queue("nobody-binds-this")
+    await channel.queue_declare(queue)
+    await channel.confirm_select()
+    before = await channel.publish(b"before", routing_key=queue, mandatory=True)
+    lost = await channel.publish(b"lost", routing_key=unroutable, mandatory=True)
+    after = await channel.publish(b"after", routing_key=queue, mandatory=True)
+    with trio.fail_after(MUST_HAPPEN):
+        await before.wait()
+        with pytest.raises(MessageReturnedError) as info:
+            await lost.wait()
+        await after.wait()
+    error = info.value
+    assert error.reply_code == 312
+    assert "NO_ROUTE" in error.reply_text
+    assert error.returned.routing_key == unroutable
+    assert error.returned.body == b"lost"
+    assert not lost.acked
+    assert before.acked and after.acked
+    delivered = [await channel.basic_get(queue, no_ack=True) for _ in range(2)]
+    assert [d.body for d in delivered if d is not None] == [b"before", b"after"]
+
+
+async def test_mandatory_returns_match_the_right_publish(channel: Channel, resources) -> None:
+    queue = resources.queue()
+    await channel.queue_declare(queue)
+    await channel.confirm_select()
+    nowhere = resources.queue("nowhere")
+    plan = [i % 3 == 1 for i in range(30)]  # every third publish is unroutable
+    confirmations = [
+        await channel.publish(b"%d" % i, routing_key=nowhere if lost else queue, mandatory=True)
+        for i, lost in enumerate(plan)
+    ]
+    for i, (lost, confirmation) in enumerate(zip(plan, confirmations, strict=True)):
+        if lost:
+            with pytest.raises(MessageReturnedError) as info:
+                await confirmation.wait()
+            assert info.value.returned.body == b"%d" % i
+        else:
+            await confirmation.wait()
+    assert (await channel.queue_declare(queue, passive=True)).message_count == 20
+
+
+async def test_return_without_confirms_goes_to_on_return(channel: Channel, resources) -> None:
+    returned: list[Returned] = []
+    channel.on_return = returned.append
+    unroutable = resources.queue("nowhere")
+    await channel.publish(b"lost", routing_key=unroutable, mandatory=True)
+    await eventually(trio.lowlevel.checkpoint, lambda _: len(returned) == 1)
+    assert returned[0].body == b"lost"
+    assert returned[0].reply_code == 312
+    assert returned[0].delivery_tag is None
+
+
+async def test_nacked_publish(channel: Channel, resources) -> None:
+    queue = resources.queue()
+    await channel.queue_declare(
+        queue, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}
+    )
+    await channel.confirm_select()
+    first = await channel.publish(b"fits", routing_key=queue)
+    second = await channel.publish(b"overflows", routing_key=queue)
+    with trio.fail_after(MUST_HAPPEN):
+        await first.wait()
+        with pytest.raises(PublishNackedError):
+            await second.wait()
+    assert first.acked and not second.acked
+    assert not channel.is_closed
+    with pytest.raises(PublishNackedError):
+        await channel.basic_publish(b"still full", routing_key=queue)
+    assert await channel.queue_purge(queue) == 1
+    await channel.basic_publish(b"room again", routing_key=queue)
+
+
+async def test_publish_to_missing_exchange_closes_the_channel(conn: Connection, resources) -> None:
+    channel = await conn.open_channel()
+    await channel.confirm_select()
+    confirmation = await channel.publish(
+        b"x", exchange=resources.exchange("missing"), routing_key="k"
+    )
+    with trio.fail_after(MUST_HAPPEN), pytest.raises(NotFoundError):
+        await confirmation.wait()
+    assert channel.is_closed
+    assert not conn.is_closed
+
+
+@pytest.mark.slow
+async def test_blocked_connection_holds_publishes(amqp_url: str, conn_name: str, resources) -> None:
+    """A memory alarm makes the broker send Connection.Blocked; publish() must wait until
+    Connection.Unblocked. The alarm blocks every publisher on the shared broker: keep it
+    short and always restore the watermark."""
+    queue = resources.queue()
+    async with connect(amqp_url, connection_name=conn_name) as conn:
+        channel = await conn.open_channel()
+        await channel.queue_declare(queue)
+        await channel.confirm_select()
+        await channel.basic_publish(b"warm-up", routing_key=queue)
+        published: list[float] = []
+
+        async def publish() -> None:
+            confirmation = await channel.publish(b"held", routing_key=queue)
+            published.append(trio.current_time())
+            await confirmation.wait()
+
+        try:
+            await trio.to_thread.run_sync(
+                rabbitmqctl.run, "set_vm_memory_high_watermark", "0.000001"
+            )
+            # RabbitMQ blocks a connection (and says so) once it publishes during an alarm;
+            # this publish goes out, the broker stops reading, and sends Connection.Blocked.
+            trigger = await channel.publish(b"trigger", routing_key=queue)
+            with trio.fail_after(MUST_HAPPEN):
+                await eventually(trio.lowlevel.checkpoint, lambda _: conn.is_blocked)
+            assert conn.blocked_reason  # e.g. "low on memory"
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(publish)
+                await trio.sleep(2)
+                assert not published, "publish() went through while the broker blocks us"
+                assert conn.is_blocked
+                await trio.to_thread.run_sync(
+                    rabbitmqctl.run, "set_vm_memory_high_watermark", "0.4"
+                )
+                unblocked_at = trio.current_time()
+                with trio.fail_after(MUST_HAPPEN):
+                    await eventually(trio.lowlevel.checkpoint, lambda _: bool(published))
+            assert published[0] >= unblocked_at - 0.1
+            with trio.fail_after(MUST_HAPPEN):
+                await trigger.wait()
+            assert not conn.is_blocked
+            assert conn.blocked_reason is None
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(
+                    rabbitmqctl.run, "set_vm_memory_high_watermark", "0.4"
+                )
+        ok = await channel.queue_declare(queue, passive=True)
+        assert ok.message_count == 3  # warm-up, trigger, held
