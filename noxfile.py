@@ -35,3 +35,33 @@ def typecheck(session: nox.Session) -> None:
 
 
 # --- bench sessions below ---
+
+# Peers for `nox -s bench`, each in its own virtualenv under .nox/bench-peers/ (built once;
+# delete that folder to pick up newer releases within these ranges).
+BENCH_PEERS = {"aio-pika": "aio-pika>=9,<10", "pika": "pika>=1.3,<1.4"}
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Client benchmarks vs aio-pika and pika: `nox -s bench -- [consume] [publish] [rss]`.
+
+    Other options go to benchmarks/run.py: --rounds 3, --count 100000, --rss-count 1000000,
+    --fill-with pika|trioworker, --check (exit 1 unless every goal is met).
+    """
+    import os
+    from pathlib import Path
+
+    session.install("-e", ".")
+    session.run("bash", "scripts/ensure-rabbitmq.sh", external=True)
+    bindir = "Scripts" if os.name == "nt" else "bin"
+    pythons = {"trioworker": str(Path(session.bin) / "python")}
+    for name, requirement in BENCH_PEERS.items():
+        venv = Path(".nox", "bench-peers", name).resolve()
+        python = venv / bindir / "python"
+        if not python.exists():
+            session.run("python", "-m", "venv", str(venv))
+        pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        session.run(*pip, requirement, external=True)
+        pythons[name] = str(python)
+    args = [f"--python={name}={python}" for name, python in pythons.items()]
+    session.run("python", "benchmarks/run.py", *args, *session.posargs)
