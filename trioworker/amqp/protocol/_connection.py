@@ -250,7 +250,7 @@ class AMQPConnection:
             if self.state not in (ConnectionState.CLOSED, ConnectionState.IDLE):
                 close = commands.Connection.Close(
                     reply_code=error.reply_code,
-                    reply_text=str(error)[:255],
+                    reply_text=str(error).encode("utf-8")[:255].decode("utf-8", "ignore"),
                     class_id=0,
                     method_id=0,
                 )
@@ -435,7 +435,11 @@ class AMQPConnection:
                             )
                         ch.content = (F.BASIC_DELIVER, *F.decode_deliver(data, start + 4, end))
                         ch.content_remaining = -1
-                    elif index in (F.BASIC_ACK, F.BASIC_NACK) and ch.state is ChannelState.OPEN:
+                    elif (
+                        index in (F.BASIC_ACK, F.BASIC_NACK)
+                        and ch.state is ChannelState.OPEN
+                        and ch.content is None  # else: the generic path raises 505
+                    ):
                         tag, bits = F.decode_confirm(data, start + 4, end)
                         self._on_confirm(ch, tag, bool(bits & 1), index == F.BASIC_ACK, events)
                     else:
@@ -848,7 +852,7 @@ class AMQPConnection:
                 out.append(F.encode_body(channel, body, max_payload)[0])
         else:
             out.extend(F.encode_body(channel, body, max_payload))
-        self._out_size += len(method) + len(header) + len(body) + 8
+        self._out_size += len(method) + len(header) + len(body) + 8 * -(-len(body) // max_payload)
         if ch.confirm:
             ch.publish_seq += 1
             tag = ch.publish_seq
@@ -894,6 +898,7 @@ class AMQPConnection:
                 ),
             )
         )
+        self._channels.clear()  # spec 4.2.7: channel frames are dropped until CloseOk
         self.state = ConnectionState.CLOSING
 
     def connection_lost(self) -> None:
