@@ -61,7 +61,9 @@ async def test_wait_for_confirms_bounds_the_window(channel: Channel, resources) 
             assert channel.unconfirmed <= 8
         await channel.wait_for_confirms()
     assert channel.unconfirmed == 0
-    assert peak == 9  # the window was actually used, then bounded
+    # The window was used (more than one in flight) and bounded (never past 8 + the new one);
+    # how full it got depends on how fast the broker confirms.
+    assert 1 < peak <= 9
     assert [c.delivery_tag for c in confirmations] == list(range(1, 501))
     assert all(c.acked for c in confirmations)
     assert (await channel.queue_declare(queue, passive=True)).message_count == 500
