@@ -15,24 +15,30 @@
     trio.run(app.serve)
 """
 
-from . import amqp
+from . import amqp, codecs
 from ._actions import Actions
 from ._app import App, StartupError, open_app
 from ._batcher import Batcher, HandlerTimeout
 from ._message import InvalidMessageBody, Message
 from ._timeit import Timeit
 from ._version import __version__
+from .amqp import RemoteError
+from .codecs import Codec, register_codec
 
 __all__ = [
     "Actions",
     "App",
     "Batcher",
+    "Codec",
     "HandlerTimeout",
     "InvalidMessageBody",
     "Message",
+    "RemoteError",
     "StartupError",
     "Timeit",
     "__version__",
     "amqp",
+    "codecs",
     "open_app",
+    "register_codec",
 ]

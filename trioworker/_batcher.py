@@ -79,7 +79,9 @@ class Batcher(Generic[T]):
         self._items: deque[T] = deque()
         self._lot = trio.lowlevel.ParkingLot()
         self._closed = False
-        self._limiter = trio.CapacityLimiter(concurrency)
+        # A semaphore, not a CapacityLimiter: the slot is taken by the batcher's loop and
+        # given back by the task running the bulk, and a limiter insists they be the same.
+        self._slots = trio.Semaphore(concurrency)
         self._idle = trio.Event()
         self._idle.set()
         self.stats = BatcherStats()
@@ -157,7 +159,7 @@ class Batcher(Generic[T]):
                 if self.concurrency == 1:
                     await self._call(bulk)
                 else:
-                    await self._limiter.acquire()
+                    await self._slots.acquire()
                     nursery.start_soon(self._call_and_release, bulk)
 
     async def _fill(self, bulk: list[T], size: int) -> bool:
@@ -173,7 +175,7 @@ class Batcher(Generic[T]):
         try:
             await self._call(bulk)
         finally:
-            self._limiter.release()
+            self._slots.release()
 
     async def _call(self, bulk: list[T]) -> None:
         stats = self.stats

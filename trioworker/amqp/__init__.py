@@ -29,6 +29,7 @@ from ._errors import (
     ResourceLockedError,
     VirtualHostError,
 )
+from ._rpc import NoRouteError, RemoteError, RpcClient, open_rpc_client, rpc_client
 from ._url import ConnectionParameters, URLError, default_url, parse_url
 from .protocol import (
     AMQPError,
@@ -61,6 +62,7 @@ __all__ = [
     "Delivery",
     "LocalProtocolError",
     "MessageReturnedError",
+    "NoRouteError",
     "NotAMQPServerError",
     "NotFoundError",
     "PreconditionFailedError",
@@ -68,13 +70,17 @@ __all__ = [
     "ProtocolError",
     "PublishError",
     "PublishNackedError",
+    "RemoteError",
     "RemoteProtocolError",
     "ResourceLockedError",
     "Returned",
+    "RpcClient",
     "URLError",
     "VirtualHostError",
     "connect",
     "default_client_properties",
     "default_url",
+    "open_rpc_client",
     "parse_url",
+    "rpc_client",
 ]

@@ -48,7 +48,10 @@ from ..amqp import (
     connect,
     parse_url,
 )
+from ..amqp._rpc import RpcClient
+from ..codecs import Codec, get_codec
 from ._acks import AckTracker
+from ._rpc_route import rpc_handler, typed_consume_handler
 
 if TYPE_CHECKING:
     from .._app import App
@@ -279,6 +282,8 @@ class _Supervisor:
         self._route_nursery: trio.Nursery | None = None
         self._publisher: Channel | None = None
         self._publisher_lock = trio.Lock()
+        self._rpc: RpcClient | None = None
+        self._rpc_lock = trio.Lock()
         self._stopping = False
         self._stopped = trio.Event()
         self._stop_done = trio.Event()
@@ -346,6 +351,7 @@ class _Supervisor:
             self._route_nursery = None
             self.connection = None
             self._publisher = None
+            self._rpc = None
             if self.connected.is_set():
                 self.connected = trio.Event()
         conn._raise_if_closed()  # a lost connection: reconnect (raises AMQPConnectionError)
@@ -391,6 +397,22 @@ class _Supervisor:
                     await channel.confirm_select()
                     self._publisher = channel
                 return channel
+
+    async def rpc_client(self) -> RpcClient:
+        """The connection's RPC client (direct reply-to), started on first use."""
+        while True:
+            conn = self.connection
+            nursery = self._route_nursery
+            if conn is None or conn.is_closed or nursery is None:
+                await self.connected.wait()
+                continue
+            async with self._rpc_lock:
+                client = self._rpc
+                if client is None or client.channel.is_closed:
+                    client = RpcClient(await conn.open_channel())
+                    await nursery.start(client._read_replies)
+                    self._rpc = client
+                return client
 
 
 class AMQPBackend:
@@ -459,12 +481,17 @@ class AMQPBackend:
         declare: bool = False,
         timeout: float | None = None,
         name: str | None = None,
+        codec: str | Codec = "json",
     ) -> Callable[[Handler], Handler]:
         """Register a handler for one or more queues; it receives ``list[Message]``.
 
+        A handler whose parameter is annotated ``list[Model]`` (a dataclass or a pydantic
+        model) receives the bodies decoded with ``codec`` (or the codec the message's
+        ``content_type``/``content_encoding`` name) and validated; see docs/rpc.md.
         See docs/amqp.md for every option. The handler is returned unchanged, so it can
         still be called directly in tests.
         """
+        get_codec(codec)  # an unknown codec fails at registration
         queue_list = (queues,) if isinstance(queues, str) else tuple(queues)
         if not queue_list:
             raise ValueError("consume() needs at least one queue")
@@ -476,7 +503,7 @@ class AMQPBackend:
 
         def register(handler: Handler) -> Handler:
             route = AMQPRoute(
-                handler=handler,
+                handler=typed_consume_handler(handler, codec) or handler,
                 queues=queue_list,
                 bulk_size=bulk_size,
                 flush_interval=(
@@ -499,6 +526,77 @@ class AMQPBackend:
             return handler
 
         return register
+
+    def rpc(
+        self,
+        queue: str,
+        *,
+        codec: str | Codec = "json",
+        concurrency: int = 1,
+        timeout: float | None = None,
+        prefetch: int | None = None,
+        declare: bool = True,
+        connection: str = DEFAULT_CONNECTION,
+        vhost: str | None = None,
+        name: str | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Register an RPC handler: it receives the request ``Message`` (or, annotated
+        with a dataclass/pydantic model, the validated body) and returns the reply value.
+
+        The reply goes to the request's ``reply_to`` through the default exchange with the
+        same ``correlation_id``, encoded with ``codec``. The request queue is declared
+        (durable) unless ``declare=False``. See docs/rpc.md.
+        """
+        get_codec(codec)
+        self._url_for(connection, vhost)
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be positive")
+
+        def register(handler: Handler) -> Handler:
+            route = AMQPRoute(
+                handler=rpc_handler(handler, codec, timeout),
+                queues=(queue,),
+                bulk_size=1,
+                flush_interval=0.0,
+                on_success=Actions.ACK,
+                on_exception=Actions.ACK,
+                concurrency=concurrency,
+                prefetch=self.prefetch if prefetch is None else prefetch,
+                connection=connection,
+                vhost=vhost,
+                declare=declare,
+                timeout=None,  # the RPC wrapper applies it, so a timeout still gets a reply
+                name=name or str(getattr(handler, "__qualname__", repr(handler))),
+            )
+            if route.concurrency < 1 or route.prefetch < 1:
+                raise ValueError("concurrency and prefetch must be at least 1")
+            self.routes.append(route)
+            self._supervisor(connection, vhost).add_route(route)
+            return handler
+
+        return register
+
+    async def call(
+        self,
+        queue: str,
+        payload: Any,
+        *,
+        timeout: float | None = 30.0,  # noqa: ASYNC109 - the documented API
+        codec: str | Codec | None = None,
+        connection: str = DEFAULT_CONNECTION,
+        vhost: str | None = None,
+    ) -> Any:
+        """Call the RPC route on ``queue`` and return its decoded reply.
+
+        Raises :class:`trioworker.RemoteError` (``type``, ``message``) if the remote
+        handler raised, ``TimeoutError`` after ``timeout`` seconds, and
+        :class:`~trioworker.amqp.NoRouteError` if no queue takes the request. Uses direct
+        reply-to: no reply queue is declared; concurrent calls share one channel.
+        """
+        if self._nursery is None:
+            raise RuntimeError("app.amqp.call() needs a running app (serve() or open_app())")
+        client = await self._supervisor(connection, vhost).rpc_client()
+        return await client.call(queue, payload, timeout=timeout, codec=codec)
 
     # ------------------------------------------------------------- publish
 

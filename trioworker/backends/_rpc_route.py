@@ -1,0 +1,168 @@
+"""Handler wrappers for typed consume routes and RPC routes.
+
+Both turn the user's handler into the ``list[Message]`` handler a route runs, so the
+batcher, the acknowledgements, reconnects and shutdown are the same for every route.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from .._handlers import Handler, adapt
+from .._message import Message
+from .._typed import BodyType, InvalidBody, body_type
+from ..amqp import AMQPError, BasicProperties
+from ..amqp._rpc import ERROR_HEADER
+from ..codecs import Codec, CodecError, codec_for, get_codec
+
+log = logging.getLogger("trioworker.amqp")
+
+RouteHandler = Callable[[list[Message]], Awaitable[Any]]
+
+
+def decode_message(message: Message, codec: Codec, typed: BodyType | None) -> Any:
+    """Decode a message's body with the codec its properties name (else ``codec``), and
+    validate it into ``typed`` if given. Raises :class:`CodecError` / :class:`InvalidBody`."""
+    props = message.properties
+    value = codec_for(props.content_type, props.content_encoding, codec).decode(message.body)
+    return value if typed is None else typed.validate(value)
+
+
+def typed_consume_handler(handler: Handler, codec: str | Codec) -> RouteHandler | None:
+    """For ``async def handle(orders: list[Order])``: decode, validate, call with the models.
+
+    A message that does not decode or validate is rejected without requeue, with a log
+    line, and left out of the list; the others go on. Returns ``None`` when the handler
+    takes plain messages.
+    """
+    typed = body_type(handler)
+    if typed is None:
+        return None
+    if not typed.many:
+        raise TypeError(
+            "consume handlers receive a list: annotate the parameter as "
+            f"list[{typed.type.__name__}]"
+        )
+    use = get_codec(codec)
+    call = adapt(handler)
+
+    async def typed_handler(messages: list[Message]) -> Any:
+        values = []
+        for message in messages:
+            try:
+                values.append(decode_message(message, use, typed))
+            except (CodecError, InvalidBody, AMQPError) as exc:
+                message.reject(requeue=False)
+                log.warning(
+                    "message %d from queue %r rejected (not requeued): %s",
+                    message.delivery_tag,
+                    message.queue,
+                    exc,
+                )
+        if values:
+            return await call(values)
+        return None
+
+    return typed_handler
+
+
+def rpc_handler(handler: Handler, codec: str | Codec, timeout: float | None) -> RouteHandler:
+    """Serve requests: call the handler, reply to ``reply_to`` with the same
+    ``correlation_id``, and acknowledge the request whatever happened.
+
+    The reply is published on the channel the request came from, before its ack: if that
+    channel dies first, the request is redelivered and answered again, never lost. A
+    handler exception (or a timeout) becomes an error envelope
+    ``{"error": {"type", "message"}}`` marked with the ``x-trioworker-error`` header — no
+    traceback crosses — and the request is still acknowledged: a request that failed once
+    would fail again, so requeueing it would loop forever.
+    """
+    use = get_codec(codec)
+    typed = body_type(handler)
+    if typed is not None and typed.many:
+        raise TypeError("an RPC handler takes one request, not a list")
+    call = adapt(handler)
+
+    async def serve(messages: list[Message]) -> None:
+        for message in messages:
+            await _serve_one(message)
+
+    async def _serve_one(message: Message) -> None:
+        message.accept()  # an RPC request is acknowledged whatever happens
+        try:
+            props = message.properties
+        except AMQPError as exc:
+            log.warning(
+                "RPC request %d has undecodable properties, dropped: %s", message.delivery_tag, exc
+            )
+            return
+        reply_codec = codec_for(props.content_type, props.content_encoding, use)
+        error = False
+        try:
+            argument = message if typed is None else decode_message(message, use, typed)
+        except (CodecError, InvalidBody) as exc:
+            message.reject(requeue=False)
+            log.warning(
+                "RPC request %d from %r rejected (not requeued): %s",
+                message.delivery_tag,
+                message.queue,
+                exc,
+            )
+            result: Any = _envelope(exc)
+            error = True
+        else:
+            try:
+                if timeout is None:
+                    result = await call(argument)
+                else:
+                    with trio.fail_after(timeout):
+                        result = await call(argument)
+            except trio.TooSlowError:
+                result = {
+                    "error": {
+                        "type": "TimeoutError",
+                        "message": f"handler did not finish within {timeout} s",
+                    }
+                }
+                error = True
+                log.error("RPC handler for %r timed out after %s s", message.queue, timeout)
+            except Exception as exc:
+                log.exception("RPC handler for %r raised", message.queue)
+                result = _envelope(exc)
+                error = True
+        if not props.reply_to:
+            log.info(
+                "RPC request %d on %r has no reply_to: result dropped",
+                message.delivery_tag,
+                message.queue,
+            )
+            return
+        try:
+            body = reply_codec.encode(result)
+        except CodecError as exc:
+            log.error("RPC result for %r cannot be encoded: %s", message.queue, exc)
+            body = reply_codec.encode(_envelope(exc))
+            error = True
+        tracker = message._tracker
+        if tracker is None:
+            return
+        await tracker.channel.publish(
+            body,
+            routing_key=props.reply_to,
+            properties=BasicProperties(
+                correlation_id=props.correlation_id,
+                content_type=reply_codec.content_type,
+                content_encoding=reply_codec.content_encoding,
+                headers={ERROR_HEADER: True} if error else None,
+            ),
+        )
+
+    return serve
+
+
+def _envelope(exc: BaseException) -> dict[str, Any]:
+    return {"error": {"type": type(exc).__name__, "message": str(exc)}}
