@@ -160,6 +160,12 @@ class Batcher(Generic[T]):
                     await self._call(bulk)
                 else:
                     await self._slots.acquire()
+                    if self._closed:
+                        # Closed while this bulk waited for a slot: it was never started,
+                        # so it goes back to its source like any buffered item.
+                        self._slots.release()
+                        self._on_unhandled(bulk)
+                        continue
                     nursery.start_soon(self._call_and_release, bulk)
 
     async def _fill(self, bulk: list[T], size: int) -> bool:

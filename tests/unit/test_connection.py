@@ -373,6 +373,35 @@ def test_our_channel_close_drops_frames_until_close_ok() -> None:
     assert conn.open_channel() == number
 
 
+def test_frames_after_the_brokers_channel_close_are_discarded() -> None:
+    """RabbitMQ keeps sending deliveries already on their way after its Channel.Close."""
+    conn = open_connection()
+    number = open_channel(conn)
+    close = commands.Channel.Close(406, "PRECONDITION_FAILED", class_id=60, method_id=80)
+    (event,) = conn.receive_data(method(number, close))
+    assert isinstance(event, ChannelClosed)
+    conn.data_to_send()
+    stray = deliver(number, 7, b"late") + deliver(number, 8, b"b" * 30, chunk=10)
+    stray += method(number, commands.Basic.Ack(1))
+    assert conn.receive_data(stray) == []
+    # Reopened at once: stray frames of the old incarnation may still precede the OpenOk.
+    assert conn.open_channel() == number
+    assert conn.receive_data(deliver(number, 9, b"older") + content_body(number, b"x")) == []
+    (opened,) = conn.receive_data(method(number, commands.Channel.OpenOk()))
+    assert isinstance(opened, ChannelOpened)
+    # Open again: the same frames are a protocol error, as on any open channel.
+    with pytest.raises(RemoteProtocolError):
+        conn.receive_data(content_body(number, b"x"))
+
+
+def test_frames_before_open_ok_on_a_fresh_number_are_a_remote_error() -> None:
+    conn = open_connection()
+    number = conn.open_channel()
+    with pytest.raises(RemoteProtocolError) as info:
+        conn.receive_data(deliver(number, 1, b"x"))
+    assert info.value.reply_code == 505
+
+
 def test_channel_close_crossing_ours() -> None:
     conn = open_connection()
     number = open_channel(conn)

@@ -27,28 +27,30 @@ log = logging.getLogger("trioworker.amqp")
 class AckTracker:
     """Outstanding deliveries of one channel and the decisions taken for them."""
 
-    __slots__ = ("_decided", "_pending", "channel", "frames_sent")
+    __slots__ = ("_decided", "_pending", "_settled", "channel", "frames_sent")
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         self._pending: deque[int] = deque()
         self._decided: dict[int, Actions] = {}
+        # Tags settled out of order (one frame each) but still in ``_pending``, behind an
+        # undecided one; skipped when the head reaches them.
+        self._settled: set[int] = set()
         self.frames_sent = 0
 
     @property
     def outstanding(self) -> int:
         """Deliveries received on this channel and not yet settled with the broker."""
-        return len(self._pending)
+        return len(self._pending) - len(self._settled)
 
     def track(self, delivery_tag: int) -> None:
         """Record a delivery (call in delivery order)."""
         self._pending.append(delivery_tag)
 
     def decide(self, delivery_tag: int, action: Actions) -> None:
-        """Record the decision for one delivery and send what can be sent."""
+        """Record the decision for one delivery and send it."""
         self._decided[delivery_tag] = action
-        if self._pending and self._pending[0] == delivery_tag:
-            self.flush()
+        self.flush()
 
     def decide_many(self, decisions: list[tuple[int, Actions]]) -> None:
         """Record several decisions, then send once."""
@@ -56,30 +58,59 @@ class AckTracker:
         self.flush()
 
     def flush(self) -> None:
-        """Send the decided runs at the head of the outstanding deliveries."""
+        """Send every decision taken: coalesced runs at the head, single frames behind.
+
+        Decisions behind an undecided delivery (a slow or hanging call of a route with
+        ``concurrency > 1``) cannot ride on a ``multiple`` frame, yet holding them back
+        would fill the prefetch window with handled messages and stall the route — and a
+        connection loss would redeliver all of them. So they go out one frame each.
+        """
         pending = self._pending
         decided = self._decided
-        channel = self.channel
+        settled = self._settled
         try:
             while pending:
-                action = decided.pop(pending[0], None)
+                head = pending[0]
+                if head in settled:
+                    pending.popleft()
+                    settled.discard(head)
+                    continue
+                action = decided.pop(head, None)
                 if action is None:
-                    return
+                    break
                 last = pending.popleft()
                 count = 1
-                while pending and decided.get(pending[0]) is action:
+                while pending:
+                    tag = pending[0]
+                    if tag in settled:
+                        # Already settled on its own: a ``multiple`` frame may span it,
+                        # but must not end on it (the broker would call it unknown).
+                        pending.popleft()
+                        settled.discard(tag)
+                        continue
+                    if decided.get(tag) is not action:
+                        break
                     last = pending.popleft()
                     del decided[last]
                     count += 1
-                if action is Actions.ACK:
-                    channel.basic_ack(last, multiple=count > 1)
-                elif count == 1:
-                    channel.basic_reject(last, requeue=action is Actions.REQUEUE)
-                else:
-                    channel.basic_nack(last, multiple=True, requeue=action is Actions.REQUEUE)
-                self.frames_sent += 1
+                self._send(last, action, multiple=count > 1)
+            if decided:
+                for tag, action in decided.items():
+                    self._send(tag, action, multiple=False)
+                    settled.add(tag)
+                decided.clear()
         except AMQPError as exc:
             self._drop(exc)
+
+    def _send(self, tag: int, action: Actions, *, multiple: bool) -> None:
+        channel = self.channel
+        if action is Actions.ACK:
+            channel.basic_ack(tag, multiple=multiple)
+        elif not multiple:
+            channel.basic_reject(tag, requeue=action is Actions.REQUEUE)
+        else:
+            channel.basic_nack(tag, multiple=True, requeue=action is Actions.REQUEUE)
+        self.frames_sent += 1
 
     def _drop(self, exc: AMQPError) -> None:
         if self._pending or self._decided:
@@ -87,7 +118,8 @@ class AckTracker:
                 "channel %d is gone (%s): %d decisions dropped, the broker redelivers",
                 self.channel.number,
                 exc,
-                len(self._pending),
+                self.outstanding,
             )
         self._pending.clear()
         self._decided.clear()
+        self._settled.clear()

@@ -43,6 +43,7 @@ from ..amqp import (
     ChannelClosedError,
     Connection,
     ConnectionClosedError,
+    Consumer,
     ConsumerCancelledError,
     NotFoundError,
     connect,
@@ -164,8 +165,12 @@ class _RouteRun:
                 tracker = AckTracker(channel)
                 self.trackers.append(tracker)
                 while not self._stopping:
+                    consumer = await channel.basic_consume(queue)
+                    self.consumers.append((channel, consumer.consumer_tag))
+                    log.info("route %r consuming queue %r", route.name, queue)
+                    attempt = 0  # subscribed: the next failure starts the backoff over
                     try:
-                        await self._consume_on(channel, tracker, queue)
+                        await self._pump(consumer, tracker, queue)
                         return  # cancelled by us: shutdown
                     except ConsumerCancelledError:
                         log.warning(
@@ -202,10 +207,7 @@ class _RouteRun:
             await trio.sleep(delay)
             attempt += 1
 
-    async def _consume_on(self, channel: Channel, tracker: AckTracker, queue: str) -> None:
-        consumer = await channel.basic_consume(queue)
-        self.consumers.append((channel, consumer.consumer_tag))
-        log.info("route %r consuming queue %r", self.route.name, queue)
+    async def _pump(self, consumer: Consumer, tracker: AckTracker, queue: str) -> None:
         batcher = self.batcher
         track = tracker.track
         put = batcher.put
@@ -219,20 +221,22 @@ class _RouteRun:
     async def stop(self, grace_period: float) -> None:
         """Graceful stop: no new deliveries, requeue the buffered, let handlers finish.
 
-        Order matters. The batcher closes first, so nothing new starts and what is
-        buffered goes back to the queue. Then the consumers are cancelled; deliveries that
-        arrive meanwhile are requeued too. Running handler calls get ``grace_period``
-        seconds; past that they are cancelled and their messages requeued. Decisions are
-        sent before the channels close.
+        Order matters. The consumers are cancelled first: requeueing while a consumer is
+        still active would let the broker hand the same messages straight back to this
+        stopping worker (each round trip a redelivery, counted against a quorum queue's
+        delivery limit). Then the batcher closes, so nothing new starts, and what is
+        buffered — including deliveries that arrived before the CancelOk — goes back to the
+        queue. Running handler calls get ``grace_period`` seconds; past that they are
+        cancelled and their messages requeued. Decisions are sent before the channels close.
         """
         self._stopping = True
-        self.batcher.close()
         with trio.move_on_after(min(grace_period, 5.0)):
             for channel, tag in self.consumers:
                 try:
                     await channel.basic_cancel(tag)
                 except AMQPError:
                     pass  # the channel is gone: its deliveries are redelivered anyway
+        self.batcher.close()
         with trio.move_on_after(grace_period) as scope:
             await self.batcher.wait_idle()
         if scope.cancelled_caught:
@@ -287,6 +291,10 @@ class _Supervisor:
         self._stopping = False
         self._stopped = trio.Event()
         self._stop_done = trio.Event()
+        # Set once the first connection attempt has succeeded or failed: the app reports
+        # itself started only then, so `open_app`'s block begins with the connection open
+        # (or known to be down, in which case it keeps reconnecting in the background).
+        self.first_attempt = trio.Event()
         self._cancel_scope = trio.CancelScope()
 
     @property
@@ -315,6 +323,7 @@ class _Supervisor:
                         attempt = 0
                         await self._serve(conn)
                 except AMQPConnectionError as exc:
+                    self.first_attempt.set()
                     if self._stopping:
                         break
                     self.reconnects += 1
@@ -327,6 +336,7 @@ class _Supervisor:
                         delay,
                     )
                     await trio.sleep(delay)
+        self.first_attempt.set()
         self._stopped.set()
 
     async def _serve(self, conn: Connection) -> None:
@@ -340,6 +350,7 @@ class _Supervisor:
                 for route in self.routes:
                     self._start_route(route, conn)
                 self.connected.set()
+                self.first_attempt.set()
                 nursery.start_soon(self._watch, conn, nursery.cancel_scope)
                 if self._stopping:
                     nursery.cancel_scope.cancel()
@@ -650,6 +661,8 @@ class AMQPBackend:
             self._nursery = nursery  # from now on, new supervisors start at once
             for sup in list(self._supervisors.values()):
                 nursery.start_soon(sup.run)
+            for sup in list(self._supervisors.values()):
+                await sup.first_attempt.wait()
             task_status.started()
         self._nursery = None
 

@@ -123,6 +123,7 @@ class _Channel:
         "number",
         "publish_seq",
         "returns_pending",
+        "stale",
         "state",
         "unconfirmed",
     )
@@ -142,6 +143,9 @@ class _Channel:
         self.unconfirmed: deque[int] = deque()
         #: (publish tag, exchange, routing key) of mandatory publishes not yet confirmed.
         self.returns_pending: deque[tuple[int, str, str]] = deque()
+        #: Reopened after the broker closed this number: until ``OpenOk``, frames of the
+        #: previous incarnation may still arrive and are discarded.
+        self.stale = False
 
 
 class AMQPConnection:
@@ -191,6 +195,11 @@ class AMQPConnection:
         self.blocked = False
         self._error: ProtocolError | None = None
         self._channels: dict[int, _Channel] = {}
+        # Numbers the broker closed. RabbitMQ keeps sending the deliveries already on their
+        # way after its Channel.Close (hundreds with a large prefetch), so frames on such a
+        # number are discarded, not a protocol error — until the number is opened again,
+        # and then until its OpenOk, which the broker sends after everything stale.
+        self._peer_closed: set[int] = set()
         self._buffer = b""
         self._out: list[bytes] = []
         self._out_size = 0
@@ -490,7 +499,7 @@ class AMQPConnection:
             and _method_index.unpack_from(data, start)[0] == 0x00140029  # Channel.CloseOk
         ):
             return
-        if self.state is ConnectionState.CLOSING:
+        if self.state is ConnectionState.CLOSING or channel in self._peer_closed:
             return
         raise RemoteProtocolError(f"frame on channel {channel}, which is not open", CHANNEL_ERROR)
 
@@ -505,13 +514,19 @@ class AMQPConnection:
                 # Both sides closed at once: answer, and the number is free.
                 self._send(F.encode_method(ch.number, commands.Channel.CloseOk()))
                 del self._channels[ch.number]
+                self._peer_closed.add(ch.number)
                 events.append(self._channel_closed_by_peer(ch.number, method))
             return  # spec 4.2.7: anything else is discarded until CloseOk
         if isinstance(method, commands.Channel.Close):
             self._send(F.encode_method(ch.number, commands.Channel.CloseOk()))
             del self._channels[ch.number]
+            self._peer_closed.add(ch.number)
             events.append(self._channel_closed_by_peer(ch.number, method))
             return
+        if ch.stale:
+            if not isinstance(method, commands.Channel.OpenOk):
+                return  # a frame of the number's previous incarnation
+            ch.stale = False
         if ch.content is not None:
             raise RemoteProtocolError(
                 f"{method.name} on channel {ch.number} interrupts a message's content",
@@ -588,7 +603,7 @@ class AMQPConnection:
     def _on_content_header(
         self, ch: _Channel, data: bytes, start: int, end: int, events: list[Event]
     ) -> None:
-        if ch.state is ChannelState.CLOSING:
+        if ch.state is ChannelState.CLOSING or ch.stale:
             return
         if ch.content is None or ch.content_remaining != -1:
             raise RemoteProtocolError(
@@ -608,7 +623,7 @@ class AMQPConnection:
             self._complete_content(ch, events)
 
     def _on_content_body(self, ch: _Channel, payload: bytes, events: list[Event]) -> None:
-        if ch.state is ChannelState.CLOSING:
+        if ch.state is ChannelState.CLOSING or ch.stale:
             return
         if ch.content is None or ch.content_remaining <= 0:
             raise RemoteProtocolError(
@@ -750,7 +765,10 @@ class AMQPConnection:
             raise LocalProtocolError(f"channel number must be in 1..{self.channel_max}")
         elif channel in self._channels:
             raise LocalProtocolError(f"channel {channel} is in use")
-        self._channels[channel] = _Channel(channel)
+        ch = self._channels[channel] = _Channel(channel)
+        if channel in self._peer_closed:
+            self._peer_closed.discard(channel)
+            ch.stale = True
         self._send(F.encode_method(channel, commands.Channel.Open()))
         return channel
 
