@@ -15,6 +15,7 @@ import trio
 
 from . import _settings
 from .amqp import default_url, parse_url
+from .backends._base import Backend, Health
 from .backends.amqp import AMQPBackend
 
 log = logging.getLogger("trioworker")
@@ -61,6 +62,9 @@ class App(MutableMapping[str, Any]):
         self._trio_token: trio.lowlevel.TrioToken | None = None
         self._running = False
         self._publishing_wanted = True
+        self._extra_backends: list[Backend] = []
+        self._started: list[Backend] = []
+        self._backends_nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------- mapping
 
@@ -153,22 +157,70 @@ class App(MutableMapping[str, Any]):
             async with trio.open_nursery() as nursery:
                 if install_signal_handlers:
                     nursery.start_soon(self._watch_signals, nursery.cancel_scope)
-                await nursery.start(self.amqp.run)
-                log.info("app %r started", self.name)
-                task_status.started(self)
-                await self._shutdown_requested.wait()
-                log.info("app %r shutting down", self.name)
-                self.amqp.stop()
-                # Wait for the backends, run the shutdown hooks, then leave.
-                await self._after_backends()
+                # Each backend's run() returns once stop() has drained it, so leaving this
+                # inner nursery means every backend has stopped.
+                async with trio.open_nursery() as backends:
+                    started: list[Backend] = []
+                    try:
+                        for backend in self.backends:
+                            if backend.active:
+                                await backends.start(self._run_backend, backend)
+                                started.append(backend)
+                    except BaseException:
+                        for backend in started:
+                            backend.stop()
+                        raise
+                    self._started = started
+                    self._backends_nursery = backends
+                    log.info("app %r started", self.name)
+                    task_status.started(self)
+                    await self._shutdown_requested.wait()
+                    log.info("app %r shutting down", self.name)
+                    self._backends_nursery = None
+                    for backend in self.backends:
+                        backend.stop()
+                await self._run_shutdown_hooks()
                 nursery.cancel_scope.cancel()
         finally:
             self._running = False
             self._shutdown_requested = None
+            self._started = []
+            self._backends_nursery = None
 
-    async def _after_backends(self) -> None:
-        for sup in list(self.amqp.supervisors):
-            await sup._stopped.wait()
+    @property
+    def backends(self) -> list[Backend]:
+        """Every backend of the app, in start order (stopped all at once)."""
+        return [self.amqp, *self._extra_backends]
+
+    def add_backend(self, backend: Backend) -> None:
+        """Run another backend with the app (it starts at once if the app is running)."""
+        self._extra_backends.append(backend)
+        self.start_backend(backend)
+
+    def start_backend(self, backend: Backend) -> None:
+        """Start ``backend`` now if the app runs and it is not running yet (it became active:
+        its first route was registered on a running app)."""
+        nursery = self._backends_nursery
+        if nursery is None or backend in self._started or not backend.active:
+            return
+        self._started.append(backend)
+        nursery.start_soon(backend.run)
+
+    def health(self) -> dict[str, Health]:
+        """Each running backend's health, by name (``GET /health`` shows it)."""
+        return {b.name: b.health() for b in self._started}
+
+    @property
+    def shutting_down(self) -> bool:
+        """True once a graceful stop was asked for, until it is over."""
+        event = self._shutdown_requested
+        return event is not None and event.is_set()
+
+    @staticmethod
+    async def _run_backend(backend: Backend, task_status: trio.TaskStatus[None]) -> None:
+        await backend.run(task_status=task_status)
+
+    async def _run_shutdown_hooks(self) -> None:
         for hook in self._on_shutdown:
             try:
                 await hook(self)

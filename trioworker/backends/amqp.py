@@ -52,6 +52,7 @@ from ..amqp import (
 from ..amqp._rpc import RpcClient
 from ..codecs import Codec, get_codec
 from ._acks import AckTracker
+from ._base import Health
 from ._rpc_route import rpc_handler, typed_consume_handler
 
 if TYPE_CHECKING:
@@ -105,6 +106,8 @@ class _RouteRun:
         self.trackers: list[AckTracker] = []
         self.channels: list[Channel] = []
         self.consumers: list[tuple[Channel, str]] = []
+        #: queue -> consumer tag, for the queues consumed right now (health, metrics).
+        self.consuming: dict[str, str] = {}
         self._stopping = False
         self.batcher: Batcher[Message] = Batcher(
             adapt(route.handler, timeout=route.timeout),
@@ -169,10 +172,12 @@ class _RouteRun:
                     self.consumers.append((channel, consumer.consumer_tag))
                     log.info("route %r consuming queue %r", route.name, queue)
                     attempt = 0  # subscribed: the next failure starts the backoff over
+                    self.consuming[queue] = consumer.consumer_tag
                     try:
                         await self._pump(consumer, tracker, queue)
                         return  # cancelled by us: shutdown
                     except ConsumerCancelledError:
+                        self.consuming.pop(queue, None)
                         log.warning(
                             "route %r: the broker cancelled the consumer of queue %r (deleted?);"
                             " re-subscribing",
@@ -202,6 +207,9 @@ class _RouteRun:
                 )
             except AMQPConnectionError:
                 return  # the supervisor reconnects and starts us again
+            finally:
+                if channel is None or channel.is_closed:
+                    self.consuming.pop(queue, None)
             if self._stopping or self.connection.is_closed:
                 return
             await trio.sleep(delay)
@@ -290,10 +298,16 @@ class _Supervisor:
         self._rpc_lock = trio.Lock()
         self._stopping = False
         self._stopped = trio.Event()
-        self._stop_done = trio.Event()
         # Set once the first connection attempt has succeeded or failed: the app reports
         # itself started only then, so `open_app`'s block begins with the connection open
         # (or known to be down, in which case it keeps reconnecting in the background).
+        self.first_attempt = trio.Event()
+        self._cancel_scope = trio.CancelScope()
+
+    def reset(self) -> None:
+        """Make a stopped supervisor runnable again (the app is served once more)."""
+        self._stopping = False
+        self._stopped = trio.Event()
         self.first_attempt = trio.Event()
         self._cancel_scope = trio.CancelScope()
 
@@ -428,6 +442,8 @@ class _Supervisor:
 
 class AMQPBackend:
     """``app.amqp``: register routes, publish, manage connections."""
+
+    name = "amqp"
 
     def __init__(self, app: App, url: str, prefetch: int) -> None:
         self.app = app
@@ -653,8 +669,30 @@ class AMQPBackend:
     def supervisors(self) -> Iterable[_Supervisor]:
         return self._supervisors.values()
 
+    @property
+    def active(self) -> bool:
+        """Always: even without routes, the app publishes and calls through it."""
+        return True
+
+    def health(self) -> Health:
+        """Healthy when every connection is open and every route consumes all its queues."""
+        problems: list[str] = []
+        for sup in self._supervisors.values():
+            if sup.connection is None or sup.connection.is_closed:
+                problems.append(f"connection {sup.name!r} is down")
+                continue
+            for run in sup._runs:
+                consuming = set(run.consuming)
+                missing = [q for q in run.route.queues if q not in consuming]
+                if missing and not run._stopping:
+                    problems.append(f"route {run.route.name!r} is not consuming {missing}")
+        return Health(not problems, "; ".join(problems))
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run every connection until :meth:`stop`."""
+        """Run every connection until :meth:`stop` has drained them all."""
+        self._stop_event = trio.Event()
+        for sup in self._supervisors.values():
+            sup.reset()
         async with trio.open_nursery() as nursery:
             if not self._supervisors and self.app._publishing_wanted:
                 self._supervisor(DEFAULT_CONNECTION, None)
