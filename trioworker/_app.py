@@ -14,6 +14,7 @@ from typing import Any
 import trio
 
 from . import _settings
+from ._metrics import Metrics
 from .amqp import default_url, parse_url
 from .backends._base import Backend, Health
 from .backends.amqp import AMQPBackend
@@ -55,6 +56,7 @@ class App(MutableMapping[str, Any]):
         self.name = name or os.path.basename(sys.argv[0] or "trioworker") or "trioworker"
         self.grace_period = _settings.grace_period() if grace_period is None else grace_period
         self.amqp = AMQPBackend(self, url, _settings.prefetch() if prefetch is None else prefetch)
+        self.metrics = Metrics(self)
         self._state: dict[str, Any] = {}
         self._on_startup: list[Hook] = []
         self._on_shutdown: list[Hook] = []
