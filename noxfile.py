@@ -38,15 +38,22 @@ def typecheck(session: nox.Session) -> None:
 
 # Peers for `nox -s bench`, each in its own virtualenv under .nox/bench-peers/ (built once;
 # delete that folder to pick up newer releases within these ranges).
-BENCH_PEERS = {"aio-pika": "aio-pika>=9,<10", "pika": "pika>=1.3,<1.4"}
+BENCH_PEERS = {
+    "aio-pika": "aio-pika>=9,<10",
+    "pika": "pika>=1.3,<1.4",
+    "asyncworker": "async-worker==0.20.2",  # imported as `asyncworker`
+    "faststream": "faststream[rabbit]>=0.7,<0.8",
+}
 
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Client benchmarks vs aio-pika and pika: `nox -s bench -- [consume] [publish] [rss]`.
+    """Benchmarks vs the peers: `nox -s bench -- [SCENARIO ...]` (default: all).
 
+    Client: consume, publish, publish-persistent, rss (vs aio-pika, pika). Framework:
+    route-bulk (vs asyncworker, aio-pika), route-each (vs FastStream, aio-pika), route-rss.
     Other options go to benchmarks/run.py: --rounds 3, --count 100000, --rss-count 1000000,
-    --fill-with pika|trioworker, --check (exit 1 unless every goal is met).
+    --fill-with pika|trioworker, --exact-count, --check (exit 1 unless every goal is met).
     """
     import os
     from pathlib import Path

@@ -1,7 +1,8 @@
 """Shared helpers for the benchmark scripts (stdlib only).
 
-Every system script (``bench_trioworker.py``, ``bench_aiopika.py``, ``bench_pika.py``) runs in
-its own interpreter / virtualenv and imports this module from its own directory, so it must not
+Every system script (``bench_trioworker.py``, ``bench_framework.py``, ``bench_aiopika.py``,
+``bench_pika.py``, ``bench_asyncworker.py``, ``bench_faststream.py``) runs in its own
+interpreter / virtualenv and imports this module from its own directory, so it must not
 depend on anything but the standard library.
 """
 
@@ -11,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,6 +21,8 @@ DEFAULT_PREFETCH = 1024
 DEFAULT_ACK_EVERY = 256
 DEFAULT_WINDOW = 1000
 DEFAULT_WARMUP = 50_000
+DEFAULT_BULK_SIZE = 256
+DEFAULT_FLUSH_INTERVAL = 1.0
 BODY_SIZE = 256
 CONTENT_TYPE = "application/json"
 
@@ -80,7 +84,12 @@ class Result:
         sys.stdout.flush()
 
 
-def parse_args(description: str, modes: tuple[str, ...]) -> argparse.Namespace:
+def parse_args(
+    description: str,
+    modes: tuple[str, ...],
+    configure: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
+    """The arguments every system script takes; ``configure`` adds a script's own."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("mode", choices=modes)
     parser.add_argument("queue", help="name of the (existing, durable) queue")
@@ -104,8 +113,19 @@ def parse_args(description: str, modes: tuple[str, ...]) -> argparse.Namespace:
         "--warmup",
         type=int,
         default=DEFAULT_WARMUP,
-        help="rss mode: the RSS baseline is taken after this many messages",
+        help="rss modes: the RSS baseline is taken after this many messages",
     )
+    parser.add_argument(
+        "--bulk-size", type=int, default=DEFAULT_BULK_SIZE, help="bulk routes: messages per bulk"
+    )
+    parser.add_argument(
+        "--flush-interval",
+        type=float,
+        default=DEFAULT_FLUSH_INTERVAL,
+        help="bulk routes: seconds before a partial bulk is handed over",
+    )
+    if configure is not None:
+        configure(parser)
     args = parser.parse_args()
     if args.count <= 0:
         parser.error("count must be positive")

@@ -4,17 +4,22 @@ Stdlib only. Each system runs as a subprocess with the interpreter of its own vi
 
     python benchmarks/run.py --python trioworker=.nox/bench/bin/python \\
         --python aio-pika=.nox/bench-peers/aio-pika/bin/python \\
-        --python pika=.nox/bench-peers/pika/bin/python  [consume] [publish] [rss]
+        --python pika=.nox/bench-peers/pika/bin/python \\
+        --python asyncworker=.nox/bench-peers/asyncworker/bin/python \\
+        --python faststream=.nox/bench-peers/faststream/bin/python  [SCENARIO ...]
 
 For each scenario and each round, for each system in turn (ours, peer, ours, peer, ...):
 reset the durable queue (delete + declare), pre-fill it when the scenario consumes, run the
 system's script, then check the queue depth it left. Usually run through ``nox -s bench``.
+Client scenarios: consume, publish, publish-persistent, rss. Worker-framework scenarios:
+route-bulk, route-each, route-rss (ours runs ``bench_framework.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -29,11 +34,14 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 OURS = "trioworker"
-SCRIPTS = {
+SCRIPTS = {  # each system's default script; a scenario may name another (``scripts``)
     "trioworker": "bench_trioworker.py",
     "aio-pika": "bench_aiopika.py",
     "pika": "bench_pika.py",
+    "asyncworker": "bench_asyncworker.py",
+    "faststream": "bench_faststream.py",
 }
+FRAMEWORK = "bench_framework.py"  # trioworker's App (routes), from the trioworker venv
 ADMIN = "pika"  # reset / depth / delete always go through pika: independent of our client
 
 
@@ -54,6 +62,18 @@ class Scenario:
     rounds: int | None = None  # None: --rounds
     mode: str | None = None  # the system scripts' mode; None: the scenario's name
     script_args: tuple[str, ...] = ()  # extra arguments for the system scripts
+    modes: dict[str, str] | None = None  # per-system mode, over ``mode``
+    scripts: dict[str, str] | None = None  # per-system script, over ``SCRIPTS``
+    count_option: str = "count"  # the driver option giving the message count
+    # Bulk routes: round the count up to whole bulks of this size, so no run ends waiting
+    # for the flush interval of a last partial bulk (--exact-count turns it off).
+    whole_bulks: int | None = None
+
+    def mode_for(self, system: str) -> str:
+        return (self.modes or {}).get(system) or self.mode or self.name
+
+    def script_for(self, system: str) -> str:
+        return (self.scripts or {}).get(system) or SCRIPTS[system]
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -92,6 +112,44 @@ SCENARIOS: dict[str, Scenario] = {
         expect_depth_after="empty",
         goal=Goal(max_rss_growth_mb=50.0),
         rounds=1,
+        count_option="rss_count",
+    ),
+    # Worker frameworks. A bulk route (bulk_size=256, flush_interval=1 s) against
+    # asyncworker's (bulk_size=256, bulk_flush_interval=1) and aio-pika's client consume
+    # with ack(multiple=True) every 256 (the `consume` scenario's script).
+    "route-bulk": Scenario(
+        "route-bulk",
+        ("trioworker", "asyncworker", "aio-pika"),
+        prefill=True,
+        expect_depth_after="empty",
+        goal=Goal(min_rate=25_000, min_ratio={"asyncworker": 4.0}),
+        modes={"trioworker": "bulk", "asyncworker": "bulk", "aio-pika": "consume"},
+        scripts={"trioworker": FRAMEWORK},
+        whole_bulks=256,
+    ),
+    # A per-message route (bulk_size=1, concurrency=1) against FastStream's default
+    # subscriber and aio-pika acking every message.
+    "route-each": Scenario(
+        "route-each",
+        ("trioworker", "faststream", "aio-pika"),
+        prefill=True,
+        expect_depth_after="empty",
+        goal=Goal(min_rate=12_000, min_ratio={"faststream": 5.0, "aio-pika": 3.0}),
+        modes={"trioworker": "each", "faststream": "each", "aio-pika": "consume-each"},
+        scripts={"trioworker": FRAMEWORK},
+    ),
+    # RSS of a bulk route over --rss-count (1,000,000) messages.
+    "route-rss": Scenario(
+        "route-rss",
+        ("trioworker",),
+        prefill=True,
+        expect_depth_after="empty",
+        goal=Goal(max_rss_growth_mb=50.0),
+        rounds=1,
+        mode="bulk-rss",
+        scripts={"trioworker": FRAMEWORK},
+        count_option="rss_count",
+        whole_bulks=256,
     ),
 }
 
@@ -158,8 +216,9 @@ class Driver:
         queue = f"{self.args.queue_prefix}-{scenario.name}"
         fill_seconds = self.prepare(queue, count, scenario.prefill)
         time.sleep(self.args.settle)
-        mode = scenario.mode or scenario.name
-        cmd = [self.pythons[system], str(HERE / SCRIPTS[system]), mode, queue, str(count)]
+        mode = scenario.mode_for(system)
+        script = scenario.script_for(system)
+        cmd = [self.pythons[system], str(HERE / script), mode, queue, str(count)]
         cmd += ["--url", self.args.url, *scenario.script_args]
         load = os.getloadavg()[0]
         result = run_json(cmd, self.args.timeout)
@@ -173,8 +232,22 @@ class Driver:
         result["loadavg_before"] = round(load, 2)
         return result
 
+    def count_for(self, scenario: Scenario) -> int:
+        count = int(getattr(self.args, scenario.count_option))
+        size = scenario.whole_bulks
+        if size and not self.args.exact_count and count % size:
+            whole = math.ceil(count / size) * size
+            print(
+                f"[{scenario.name}] {whole:,} messages: {count:,} rounded up to whole bulks "
+                f"of {size} (--exact-count: keep {count:,}; the last bulk then waits for "
+                "the flush interval)",
+                flush=True,
+            )
+            count = whole
+        return count
+
     def run_scenario(self, scenario: Scenario) -> dict[str, Any]:
-        count = self.args.rss_count if scenario.name == "rss" else self.args.count
+        count = self.count_for(scenario)
         rounds = scenario.rounds or self.args.rounds
         systems = [s for s in scenario.systems if s in self.pythons]
         skipped = [s for s in scenario.systems if s not in self.pythons]
@@ -195,6 +268,8 @@ class Driver:
                     continue
                 runs[system].append(result)
                 line = f"{tag}: {result['msg_per_s']:,.0f} msg/s in {result['seconds']:.2f}s"
+                if "handled_s" in result:  # frameworks: the rest is the graceful shutdown
+                    line += f" (last message handled at {result['handled_s']:.2f}s)"
                 if "rss_growth_mb" in result:
                     line += f", RSS growth {result['rss_growth_mb']:+.1f} MB"
                 if "stderr" in result:  # e.g. the broker blocked publishers meanwhile
@@ -257,7 +332,8 @@ def summarize(scenario: Scenario, data: dict[str, Any]) -> tuple[list[str], bool
             met = growth < goal.max_rss_growth_mb
             ok = ok and met
             lines.append(
-                f"rss {OURS}: growth {growth:+.1f} MB over {r['messages']:,} messages "
+                f"{scenario.name} {OURS}: growth {growth:+.1f} MB over {r['messages']:,} "
+                "messages "
                 f"(after warm-up {r['rss_warm_mb']:.1f} MB -> end {r['rss_end_mb']:.1f} MB; "
                 f"goal < {goal.max_rss_growth_mb:g} MB: {'MET' if met else 'NOT MET'})"
             )
@@ -272,7 +348,9 @@ def parse_pythons(items: list[str]) -> dict[str, str]:
         name, sep, path = item.partition("=")
         if not sep or name not in SCRIPTS:
             raise SystemExit(f"--python wants SYSTEM=PATH with SYSTEM in {sorted(SCRIPTS)}")
-        pythons[name] = path
+        # Absolute (scripts run with cwd=benchmarks/), but not resolved: a venv's python is
+        # a symlink to the base interpreter, and resolving it would leave the venv.
+        pythons[name] = os.path.abspath(path)
     if ADMIN not in pythons:
         raise SystemExit(f"--python {ADMIN}=PATH is required (queue reset/depth use pika)")
     return pythons
@@ -289,6 +367,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--rss-count", type=int, default=1_000_000)
+    parser.add_argument(
+        "--exact-count",
+        action="store_true",
+        help="bulk routes: do not round the count up to whole bulks",
+    )
     parser.add_argument("--fill-with", choices=("pika", "trioworker"), default="pika")
     parser.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672/%2F")
     parser.add_argument("--queue-prefix", default="trioworker-bench")
@@ -308,8 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = os.getloadavg()
     print(
         f"workload: durable queue, {args.count:,} x 256-byte JSON ({args.rss_count:,} for rss), "
-        f"prefetch 1024, ack multiple every 256, confirm window 1000; rounds {args.rounds}; "
-        f"fill with {args.fill_with}; loadavg {load[0]:.2f}",
+        f"prefetch 1024, ack multiple every 256, confirm window 1000, bulk routes 256 / 1 s; "
+        f"rounds {args.rounds}; fill with {args.fill_with}; loadavg {load[0]:.2f}",
         flush=True,
     )
     if load[0] > 0.5:
