@@ -18,25 +18,47 @@ cancelled handler did not finish its work.
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 import trio
 
+from ._histogram import DURATION_BOUNDS, SIZE_BOUNDS, Histogram
+
 T = TypeVar("T")
 
-__all__ = ["Batcher", "BatcherStats", "HandlerTimeout"]
+__all__ = ["OUTCOMES", "Batcher", "BatcherStats", "HandlerTimeout"]
 
 
 class HandlerTimeout(TimeoutError):
     """The handler did not finish within the route's ``timeout``."""
 
 
-class BatcherStats:
-    """Counters a metrics exporter can read."""
+#: Outcomes of a handler call, as ``BatcherStats.durations`` keys them.
+OUTCOMES = ("ok", "error", "timeout", "cancelled")
 
-    __slots__ = ("bulks", "flushed_by_size", "flushed_by_time", "items", "running")
+
+class BatcherStats:
+    """Counters a metrics exporter reads at scrape time (plain ints: bumped per bulk).
+
+    A caller that restarts its batcher (the AMQP backend does, on every reconnect) passes
+    the same stats to each new one, so the counts cover the route's life, not one run.
+    ``durations`` holds one histogram of handler call times per outcome: ``ok`` (returned),
+    ``error`` (raised), ``timeout`` (:class:`HandlerTimeout`), ``cancelled`` (shutdown past
+    the grace period, connection lost).
+    """
+
+    __slots__ = (
+        "bulk_sizes",
+        "bulks",
+        "durations",
+        "flushed_by_size",
+        "flushed_by_time",
+        "items",
+        "running",
+    )
 
     def __init__(self) -> None:
         self.items = 0
@@ -44,6 +66,8 @@ class BatcherStats:
         self.flushed_by_size = 0
         self.flushed_by_time = 0
         self.running = 0
+        self.bulk_sizes = Histogram(SIZE_BOUNDS)
+        self.durations = {outcome: Histogram(DURATION_BOUNDS) for outcome in OUTCOMES}
 
 
 class Batcher(Generic[T]):
@@ -63,6 +87,7 @@ class Batcher(Generic[T]):
         concurrency: int = 1,
         on_done: Callable[[list[T], BaseException | None], None],
         on_unhandled: Callable[[list[T]], None],
+        stats: BatcherStats | None = None,
     ) -> None:
         if bulk_size < 1:
             raise ValueError("bulk_size must be at least 1")
@@ -84,7 +109,9 @@ class Batcher(Generic[T]):
         self._slots = trio.Semaphore(concurrency)
         self._idle = trio.Event()
         self._idle.set()
-        self.stats = BatcherStats()
+        # Calls running in *this* batcher (``stats.running`` may be shared with others).
+        self._running = 0
+        self.stats = BatcherStats() if stats is None else stats
 
     @property
     def buffered(self) -> int:
@@ -156,6 +183,7 @@ class Batcher(Generic[T]):
                     self.stats.flushed_by_size += 1
                 self.stats.bulks += 1
                 self.stats.items += len(bulk)
+                self.stats.bulk_sizes.observe(len(bulk))
                 if self.concurrency == 1:
                     await self._call(bulk)
                 else:
@@ -186,21 +214,28 @@ class Batcher(Generic[T]):
     async def _call(self, bulk: list[T]) -> None:
         stats = self.stats
         stats.running += 1
-        if stats.running == 1:
+        self._running += 1
+        if self._running == 1:
             self._idle = trio.Event()
         error: BaseException | None = None
+        outcome = "cancelled"
+        started = time.perf_counter()
         try:
             try:
                 await self.handler(bulk)
+                outcome = "ok"
             except Exception as exc:
                 error = exc
+                outcome = "timeout" if isinstance(exc, HandlerTimeout) else "error"
         except BaseException:
             # Cancelled (shutdown past its grace period, connection lost) or interrupted:
             # the handler did not finish, so its items go back to their source.
             self._on_unhandled(bulk)
             raise
         finally:
+            stats.durations[outcome].observe(time.perf_counter() - started)
             stats.running -= 1
-            if stats.running == 0:
+            self._running -= 1
+            if self._running == 0:
                 self._idle.set()
         self._on_done(bulk, error)

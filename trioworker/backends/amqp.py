@@ -53,6 +53,7 @@ from ..amqp._rpc import RpcClient
 from ..codecs import Codec, get_codec
 from ._acks import AckTracker
 from ._base import Health
+from ._route_stats import RouteStats
 from ._rpc_route import rpc_handler, typed_consume_handler
 
 if TYPE_CHECKING:
@@ -75,7 +76,11 @@ def backoff_delay(attempt: int, *, base: float = 0.1, cap: float = 10.0) -> floa
 
 @dataclasses.dataclass(eq=False)
 class AMQPRoute:
-    """A registered ``@app.amqp.consume`` route (its configuration; no runtime state)."""
+    """A registered ``@app.amqp.consume`` route: its configuration, and its counters.
+
+    ``stats`` lives here rather than on a connection's run of the route, so the numbers
+    ``app.metrics`` exports keep counting across reconnects.
+    """
 
     handler: Handler
     queues: tuple[str, ...]
@@ -90,6 +95,10 @@ class AMQPRoute:
     declare: bool
     timeout: float | None
     name: str
+    stats: RouteStats = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.stats = RouteStats(self.queues)
 
     @property
     def effective_bulk_size(self) -> int:
@@ -116,6 +125,7 @@ class _RouteRun:
             concurrency=route.concurrency,
             on_done=self._on_done,
             on_unhandled=self._on_unhandled,
+            stats=route.stats.batcher,
         )
         self._done = trio.Event()
 
@@ -134,13 +144,13 @@ class _RouteRun:
             default = route.on_exception
         else:
             default = route.on_success
-        _settle(bulk, default)
+        _settle(bulk, default, route.stats)
 
     def _on_unhandled(self, bulk: list[Message]) -> None:
         # Not handled (shutdown, cancelled handler): back to the queue, as if never taken.
         for message in bulk:
             message._decision = None
-        _settle(bulk, Actions.REQUEUE)
+        _settle(bulk, Actions.REQUEUE, self.route.stats)
 
     # ------------------------------------------------------------- running
 
@@ -219,7 +229,9 @@ class _RouteRun:
         batcher = self.batcher
         track = tracker.track
         put = batcher.put
+        counters = self.route.stats.queue(queue)
         async for batch in consumer.batches():
+            counters.received += len(batch)  # per batch, not per message: the hot path
             for delivery in batch:
                 track(delivery.delivery_tag)
                 put(Message(delivery, queue, tracker))
@@ -264,19 +276,38 @@ class _RouteRun:
                     await channel.close()
 
 
-def _settle(bulk: list[Message], default: Actions) -> None:
-    """Send each message's decision (its own, else ``default``) to its channel's tracker."""
-    by_tracker: dict[int, tuple[AckTracker, list[tuple[int, Actions]]]] = {}
+def _settle(bulk: list[Message], default: Actions, stats: RouteStats) -> None:
+    """Send each message's decision (its own, else ``default``) to its channel's tracker,
+    and count them per queue.
+
+    Counting stays off the per-message path: a message taking the default only lands in
+    its group's list; the few with their own decision are also kept aside, so each group is
+    counted with one subtraction. Decisions for a channel that is gone were not sent (the
+    broker redelivers those messages): they count as ``dropped``, not as acks.
+    """
+    by_tracker: dict[int, tuple[AckTracker, list[tuple[int, Actions]], str, list[Actions]]] = {}
     for message in bulk:
         tracker = message._tracker
         if tracker is None:
             continue
         entry = by_tracker.get(id(tracker))
         if entry is None:
-            entry = by_tracker[id(tracker)] = (tracker, [])
-        entry[1].append((message.delivery_tag, message._decision or default))
-    for tracker, decisions in by_tracker.values():
+            entry = by_tracker[id(tracker)] = (tracker, [], message.queue, [])
+        decision = message._decision
+        if decision is None:
+            decision = default
+        else:
+            entry[3].append(decision)
+        entry[1].append((message.delivery_tag, decision))
+    for tracker, decisions, queue, own in by_tracker.values():
         tracker.decide_many(decisions)
+        counters = stats.queue(queue)
+        if tracker.channel.is_closed:
+            counters.dropped += len(decisions)
+            continue
+        counters.count(default, len(decisions) - len(own))
+        for action in own:
+            counters.count(action)
 
 
 class _Supervisor:
@@ -559,7 +590,7 @@ class AMQPBackend:
         queue: str,
         *,
         codec: str | Codec = "json",
-        concurrency: int = 1,
+        concurrency: int = 64,
         timeout: float | None = None,
         prefetch: int | None = None,
         declare: bool = True,
@@ -572,7 +603,8 @@ class AMQPBackend:
 
         The reply goes to the request's ``reply_to`` through the default exchange with the
         same ``correlation_id``, encoded with ``codec``. The request queue is declared
-        (durable) unless ``declare=False``. See docs/rpc.md.
+        (durable) unless ``declare=False``. Requests are handled concurrently, at most
+        ``concurrency`` at once, taken in bulks of what is waiting. See docs/rpc.md.
         """
         get_codec(codec)
         self._url_for(connection, vhost)
@@ -581,9 +613,9 @@ class AMQPBackend:
 
         def register(handler: Handler) -> Handler:
             route = AMQPRoute(
-                handler=rpc_handler(handler, codec, timeout),
+                handler=rpc_handler(handler, codec, timeout, concurrency=concurrency),
                 queues=(queue,),
-                bulk_size=1,
+                bulk_size=concurrency,  # a bulk: the requests waiting (flush interval 0)
                 flush_interval=0.0,
                 on_success=Actions.ACK,
                 on_exception=Actions.ACK,

@@ -1,0 +1,134 @@
+"""BatcherStats (no broker): bulk sizes, flush reasons and handler durations by outcome,
+recorded by a real Batcher, and kept across batchers that share them (a reconnect)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+
+from tests.framework.conftest import eventually
+from trioworker._batcher import Batcher, BatcherStats
+from trioworker._handlers import adapt
+
+
+def batcher(handler, *, stats: BatcherStats | None = None, **options: object) -> Batcher[int]:  # type: ignore[no-untyped-def]
+    return Batcher(
+        handler,
+        on_done=lambda bulk, error: None,
+        on_unhandled=lambda bulk: None,
+        stats=stats,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async def probe() -> bool:
+        return condition()
+
+    await eventually(probe, bool, within=5.0, interval=0.01)
+
+
+async def test_flush_reasons_and_bulk_sizes() -> None:
+    calls: list[list[int]] = []
+
+    async def handle(bulk: list[int]) -> None:
+        calls.append(bulk)
+
+    b = batcher(handle, bulk_size=4, flush_interval=0.2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(b.run)
+        for i in range(10):  # two full bulks, then 2 items wait for the flush interval
+            b.put(i)
+        await until(lambda: sum(len(c) for c in calls) == 10)
+        b.close()
+    stats = b.stats
+    assert [len(c) for c in calls] == [4, 4, 2]
+    assert (stats.flushed_by_size, stats.flushed_by_time) == (2, 1)
+    assert (stats.bulks, stats.items) == (3, 10)
+    assert stats.bulk_sizes.count == 3
+    assert stats.bulk_sizes.sum == 10
+    assert dict(stats.bulk_sizes.cumulative())["2.0"] == 1  # the one bulk of 2
+    assert dict(stats.bulk_sizes.cumulative())["4.0"] == 3
+
+
+async def test_handler_durations_by_outcome() -> None:
+    async def handle(bulk: list[int]) -> None:
+        kind = bulk[0]
+        if kind == 0:
+            await trio.sleep(0.05)
+        elif kind == 1:
+            raise RuntimeError("boom")
+        elif kind == 2:
+            await trio.sleep(10)  # past the timeout
+        else:
+            await trio.sleep_forever()  # cancelled below
+
+    stats = BatcherStats()
+    timed = batcher(adapt(handle, timeout=0.1), stats=stats, concurrency=3)
+    untimed = batcher(handle, stats=stats)  # for the call that is cancelled, not timed out
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(timed.run)
+        nursery.start_soon(untimed.run)
+        for kind in (0, 1, 2):
+            timed.put(kind)
+        untimed.put(3)
+        finished = stats.durations.values()
+        await until(lambda: sum(h.count for h in finished) == 3 and stats.running == 1)
+        assert stats.running == 1  # the one sleeping forever
+        nursery.cancel_scope.cancel()
+    d = stats.durations
+    assert {k: h.count for k, h in d.items()} == {
+        "ok": 1,
+        "error": 1,
+        "timeout": 1,
+        "cancelled": 1,
+    }
+    assert 0.04 <= d["ok"].sum < 5
+    assert 0.09 <= d["timeout"].sum < 5
+    assert stats.running == 0
+
+
+async def test_stats_shared_by_successive_batchers_keep_counting() -> None:
+    """The AMQP backend makes a new batcher per connection; the route's stats carry over."""
+    stats = BatcherStats()
+
+    async def handle(bulk: list[int]) -> None:
+        pass
+
+    for _ in range(2):
+        b = batcher(handle, stats=stats)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(b.run)
+            for i in range(3):
+                b.put(i)
+            await until(lambda: not (b.buffered or stats.running))  # noqa: B023 - awaited here
+            b.close()
+        assert b.stats is stats
+    assert (stats.bulks, stats.items, stats.flushed_by_size) == (6, 6, 6)
+    assert stats.durations["ok"].count == 6
+
+
+async def test_a_busy_batcher_is_not_idle_because_another_sharing_its_stats_is() -> None:
+    """``running`` is shared (a gauge for the route); idleness is each batcher's own."""
+    stats = BatcherStats()
+    release = trio.Event()
+
+    async def slow(bulk: list[int]) -> None:
+        await release.wait()
+
+    busy, other = batcher(slow, stats=stats), batcher(slow, stats=stats)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(busy.run)
+        busy.put(1)
+        await until(lambda: stats.running != 0)
+        with trio.move_on_after(0.1) as scope:
+            await busy.wait_idle()
+        assert scope.cancelled_caught
+        with trio.fail_after(1):
+            await other.wait_idle()
+        release.set()
+        with trio.fail_after(5):
+            await busy.wait_idle()
+        busy.close()
+    assert stats.running == 0
