@@ -24,16 +24,20 @@ from ._timeit import Timeit
 from ._version import __version__
 from .amqp import RemoteError
 from .codecs import Codec, register_codec
+from .http import HTTPError, Request, Response
 
 __all__ = [
     "Actions",
     "App",
     "Batcher",
     "Codec",
+    "HTTPError",
     "HandlerTimeout",
     "InvalidMessageBody",
     "Message",
     "RemoteError",
+    "Request",
+    "Response",
     "StartupError",
     "Timeit",
     "__version__",

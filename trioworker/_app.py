@@ -18,6 +18,7 @@ from ._metrics import Metrics
 from .amqp import default_url, parse_url
 from .backends._base import Backend, Health
 from .backends.amqp import AMQPBackend
+from .backends.http import HTTPBackend
 
 log = logging.getLogger("trioworker")
 
@@ -41,6 +42,10 @@ class App(MutableMapping[str, Any]):
         grace_period: seconds running handlers get to finish at shutdown
             (``$TRIOWORKER_GRACE_PERIOD``, default 30).
         name: shown in RabbitMQ's connection list; default: the script's name.
+        http_host, http_port: where ``app.http`` listens (``$TRIOWORKER_HTTP_HOST`` /
+            ``$TRIOWORKER_HTTP_PORT``, default 127.0.0.1:8080; 0 picks a free port). Giving
+            a port turns the HTTP server on even without routes (docs/http.md).
+        health_path, metrics_path: the built-in endpoints; None turns one off.
     """
 
     def __init__(
@@ -50,6 +55,10 @@ class App(MutableMapping[str, Any]):
         prefetch: int | None = None,
         grace_period: float | None = None,
         name: str | None = None,
+        http_host: str | None = None,
+        http_port: int | None = None,
+        health_path: str | None = "/health",
+        metrics_path: str | None = "/metrics",
     ) -> None:
         url = amqp_url or default_url()
         parse_url(url)  # a bad URL fails here, not at startup
@@ -57,6 +66,9 @@ class App(MutableMapping[str, Any]):
         self.grace_period = _settings.grace_period() if grace_period is None else grace_period
         self.amqp = AMQPBackend(self, url, _settings.prefetch() if prefetch is None else prefetch)
         self.metrics = Metrics(self)
+        self.http = HTTPBackend(
+            self, host=http_host, port=http_port, health_path=health_path, metrics_path=metrics_path
+        )
         self._state: dict[str, Any] = {}
         self._on_startup: list[Hook] = []
         self._on_shutdown: list[Hook] = []
@@ -67,6 +79,7 @@ class App(MutableMapping[str, Any]):
         self._extra_backends: list[Backend] = []
         self._started: list[Backend] = []
         self._backends_nursery: trio.Nursery | None = None
+        self.add_backend(self.http)
 
     # ------------------------------------------------------------- mapping
 
@@ -183,6 +196,14 @@ class App(MutableMapping[str, Any]):
                         backend.stop()
                 await self._run_shutdown_hooks()
                 nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # A backend that cannot start (HTTP port taken) raises StartupError; the user
+            # should see that, not two layers of nursery ExceptionGroups around it.
+            startup, rest = group.split(StartupError)
+            leaves = list(_leaves(startup)) if startup is not None else []
+            if rest is None and len(leaves) == 1:
+                raise leaves[0] from leaves[0].__cause__
+            raise
         finally:
             self._running = False
             self._shutdown_requested = None
@@ -240,6 +261,15 @@ class App(MutableMapping[str, Any]):
                     log.warning("%s received again: cancelling what is left", name)
                     scope.cancel()
                     return
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    """The non-group exceptions inside ``error`` (itself, if it is not a group)."""
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
 
 
 @asynccontextmanager

@@ -1,0 +1,139 @@
+"""The ASGI application hypercorn serves: routing, error answers, /health and /metrics.
+
+Every request ends in exactly one response and one ``app.metrics.http_request`` call,
+labelled by the route *template* (``/items/{id}``) so a metric series does not appear per
+item id; paths no route knows share the label :data:`UNMATCHED`, and methods outside the
+standard set share ``OTHER``, so a scanner cannot blow up the metric's cardinality.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from ._errors import HTTPError
+from ._request import ClientDisconnect, Request
+from ._response import Response, to_response
+from ._routing import METHODS
+
+if TYPE_CHECKING:
+    from ..backends.http import HTTPBackend
+
+__all__ = ["UNMATCHED", "ASGIApp"]
+
+log = logging.getLogger("trioworker.http")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+#: The route label of requests no route matched (404s, and 405s of unknown methods).
+UNMATCHED = "<unmatched>"
+_BUILTIN_METHODS = frozenset({"GET", "HEAD"})
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response({"error": message}, status=status, headers=headers)
+
+
+def _not_allowed(allowed: frozenset[str]) -> Response:
+    allow = ", ".join(sorted(allowed))
+    return _error(405, "method not allowed", {"Allow": allow})
+
+
+class ASGIApp:
+    """``await asgi(scope, receive, send)`` for one HTTP backend."""
+
+    def __init__(self, backend: HTTPBackend) -> None:
+        self.backend = backend
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await _lifespan(receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1003})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        method: str = scope["method"]
+        label = UNMATCHED
+        status = 500
+        try:
+            response, label = await self._respond(scope, receive)
+            status = response.status
+            await _send(send, response, head=method == "HEAD")
+        except ClientDisconnect:
+            status = 499  # nginx's "client closed request": nothing was sent
+        finally:
+            method_label = method if method in METHODS else "OTHER"
+            self._record(method_label, label, status, time.perf_counter() - started)
+
+    def _record(self, method: str, route: str, status: int, seconds: float) -> None:
+        try:
+            self.backend.app.metrics.http_request(method, route, status, seconds)
+        except Exception:
+            # Metrics must never cost a request its answer.
+            log.exception("recording HTTP metrics failed")
+
+    async def _respond(self, scope: Scope, receive: Receive) -> tuple[Response, str]:
+        """The response for this request and the route label it counts under."""
+        backend = self.backend
+        method: str = scope["method"]
+        path: str = scope["path"]
+        builtin = backend.builtin(path)
+        if builtin is not None:
+            if method not in _BUILTIN_METHODS:
+                return _not_allowed(_BUILTIN_METHODS), path
+            return builtin(), path
+        found = backend.router.resolve(method, path)
+        route = found.route
+        if route is None:
+            if found.allowed:
+                return _not_allowed(found.allowed), UNMATCHED
+            return _error(404, "not found"), UNMATCHED
+        request = Request(
+            scope,
+            receive,
+            app=backend.app,
+            path_params=found.params,
+            route=route.template,
+            max_body_size=backend.max_body_size,
+        )
+        try:
+            result = await route.endpoint(request)
+            return to_response(result), route.template
+        except ClientDisconnect:
+            raise
+        except HTTPError as exc:
+            return _error(exc.status, exc.message), route.template
+        except Exception:
+            log.exception("%s %s: handler %s failed", method, path, route.name)
+            return _error(500, "internal server error"), route.template
+
+
+async def _send(send: Send, response: Response, *, head: bool) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": response.raw_headers(),
+        }
+    )
+    body = response.body if response.has_body and not head else b""
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    # Nothing to set up: the app's own startup hooks have run before the server starts.
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
