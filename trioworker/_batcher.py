@@ -102,6 +102,8 @@ class Batcher(Generic[T]):
         self._on_done = on_done
         self._on_unhandled = on_unhandled
         self._items: deque[T] = deque()
+        # The bulk waiting to fill up (or for its flush), so :attr:`waiting` can count it.
+        self._forming: list[T] = []
         self._lot = trio.lowlevel.ParkingLot()
         self._closed = False
         # A semaphore, not a CapacityLimiter: the slot is taken by the batcher's loop and
@@ -117,6 +119,11 @@ class Batcher(Generic[T]):
     def buffered(self) -> int:
         """Items waiting to be put in a bulk."""
         return len(self._items)
+
+    @property
+    def waiting(self) -> int:
+        """Items not yet handed to a handler: buffered, or in a bulk still filling up."""
+        return len(self._items) + len(self._forming)
 
     @property
     def closed(self) -> bool:
@@ -169,7 +176,11 @@ class Batcher(Generic[T]):
                 if size > 1:
                     self._take(bulk, size)
                     if len(bulk) < size:
-                        flushed_in_time = await self._fill(bulk, size)
+                        self._forming = bulk
+                        try:
+                            flushed_in_time = await self._fill(bulk, size)
+                        finally:
+                            self._forming = []
                         if self._closed:
                             self._on_unhandled(bulk)
                             continue

@@ -145,7 +145,8 @@ class _Collector(Collector):
         )
         buffered = GaugeMetricFamily(
             "trioworker_amqp_messages_buffered",
-            "Deliveries received and waiting to be put in a bulk.",
+            "Deliveries received and not yet handed to a handler (buffered, or in a bulk "
+            "still filling up).",
             labels=bulk_labels,
         )
         reconnects = CounterMetricFamily(
@@ -178,7 +179,7 @@ class _Collector(Collector):
             for run in sup._runs:
                 key = (run.route.name, connection)
                 gauge = live.setdefault(key, [0])
-                gauge[0] += run.batcher.buffered
+                gauge[0] += run.batcher.waiting
 
         for queue_labels, counts in queue_counts.items():
             received.add_metric(list(queue_labels), counts[0])

@@ -196,7 +196,9 @@ async def test_counters_survive_a_reconnect_and_the_gauge_follows_the_connection
         closed = await rabbitmqctl.close_connection_by_name_async(f"{app.name}:default")
         assert closed == 1
         await wait_metric(
-            app, lambda s: value(s, "trioworker_amqp_reconnects_total", connection="default"), 1
+            app,
+            lambda s: value(s, "trioworker_amqp_reconnects_total", connection="default"),
+            lambda n: n >= 1,
         )
         await wait_metric(app, up, 1)
         await broker.publish(queue, *(b"after-%d" % i for i in range(5)))
@@ -207,17 +209,32 @@ async def test_counters_survive_a_reconnect_and_the_gauge_follows_the_connection
     assert sorted(handled) == sorted([b"before-%d" % i for i in range(5)]
                                      + [b"after-%d" % i for i in range(5)])  # fmt: skip
     assert counts(app, "steady", queue)["received"] == 10
+    # The bulk counters (a new batcher is made for the new connection) carried over too.
+    s = scrape(app)
+    r = {"route": "steady", "connection": "default"}
+    assert value(s, "trioworker_amqp_bulks_flushed_total", reason="size", **r) == len(handled)
+    assert value(s, "trioworker_amqp_handler_duration_seconds_count", outcome="ok", **r) == len(
+        handled
+    )
 
 
 async def test_the_gauge_stays_down_while_the_broker_is_unreachable(
     broker: Broker, make_app: Callable[..., App], broker_host_port: tuple[str, int]
 ) -> None:
     """Through a TCP proxy that refuses connections: every refused attempt counts as a
-    reconnect and the gauge stays 0 until the broker is reachable again."""
+    reconnect and the gauge stays 0 until the broker is reachable again. The handler call
+    running when the connection died is cancelled, and its decision dropped (the broker
+    redelivers the message)."""
     queue = await broker.queue("metrics-down")
+    entered = trio.Event()
+    calls = 0
 
     async def handle(messages: list[Message]) -> None:
-        pass
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            entered.set()
+            await trio.sleep_forever()
 
     async with open_tcp_proxy(*broker_host_port) as proxy:
         app = make_app(amqp_url=proxy.amqp_url())
@@ -231,11 +248,51 @@ async def test_the_gauge_stays_down_while_the_broker_is_unreachable(
 
         async with open_app(app):
             assert up(scrape(app)) == 1
+            await broker.publish(queue, b"x")
+            with trio.fail_after(MUST_HAPPEN):
+                await entered.wait()
             proxy.refuse_new = True
             assert await proxy.cut() == 1
             await wait_metric(app, reconnects, lambda n: n >= 3)
-            assert up(scrape(app)) == 0
+            s = scrape(app)
+            assert up(s) == 0
+            r = {"route": "r", "connection": "default"}
+            cancelled = value(s, "trioworker_amqp_handler_duration_seconds_count",
+                              outcome="cancelled", **r)  # fmt: skip
+            assert cancelled == 1
+            assert counts(app, "r", queue) == {
+                "received": 1, "acked": 0, "rejected": 0, "requeued": 0, "dropped": 1
+            }  # fmt: skip
             proxy.refuse_new = False
             await wait_metric(app, up, 1)
-            await broker.publish(queue, b"x")
+            # Redelivered on the new connection, handled, acknowledged.
             await wait_metric(app, lambda s: counts(app, "r", queue)["acked"], 1)
+            assert counts(app, "r", queue) == {
+                "received": 2, "acked": 1, "rejected": 0, "requeued": 0, "dropped": 1
+            }  # fmt: skip
+
+
+async def test_messages_returned_at_shutdown_count_as_requeued(
+    broker: Broker, make_app: Callable[..., App]
+) -> None:
+    """A bulk still filling up when the app stops: its messages go back to the queue."""
+    queue = await broker.queue("metrics-shutdown")
+    handled: list[bytes] = []
+
+    async def handle(messages: list[Message]) -> None:
+        handled.extend(m.body for m in messages)
+
+    app = make_app()
+    app.amqp.consume(queue, bulk_size=10, flush_interval=60, name="patient")(handle)
+    r = {"route": "patient", "connection": "default"}
+    async with open_app(app):
+        await broker.publish(queue, b"1", b"2", b"3")
+        await wait_metric(app, lambda s: value(s, "trioworker_amqp_messages_buffered", **r), 3)
+        assert counts(app, "patient", queue)["received"] == 3
+    assert handled == []
+    assert counts(app, "patient", queue) == {
+        "received": 3, "acked": 0, "rejected": 0, "requeued": 3, "dropped": 0
+    }  # fmt: skip
+    assert value(scrape(app), "trioworker_amqp_messages_buffered", **r) == 0
+    assert value(scrape(app), "trioworker_amqp_connection_up", connection="default") == 0
+    await broker.wait_ready(queue, 3)

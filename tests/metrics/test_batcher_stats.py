@@ -109,26 +109,38 @@ async def test_stats_shared_by_successive_batchers_keep_counting() -> None:
     assert stats.durations["ok"].count == 6
 
 
-async def test_a_busy_batcher_is_not_idle_because_another_sharing_its_stats_is() -> None:
-    """``running`` is shared (a gauge for the route); idleness is each batcher's own."""
+async def test_batchers_sharing_stats_are_idle_on_their_own() -> None:
+    """``running`` is shared (a gauge for the route); idleness is each batcher's own: one
+    finishing its call is idle although the other is still busy, and the other is not."""
     stats = BatcherStats()
     release = trio.Event()
+    quick_done = trio.Event()
 
     async def slow(bulk: list[int]) -> None:
         await release.wait()
 
-    busy, other = batcher(slow, stats=stats), batcher(slow, stats=stats)
+    async def quick(bulk: list[int]) -> None:
+        quick_done.set()
+
+    busy, other = batcher(slow, stats=stats), batcher(quick, stats=stats)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(busy.run)
+        nursery.start_soon(other.run)
         busy.put(1)
-        await until(lambda: stats.running != 0)
+        await until(lambda: stats.running == 1)
+        other.put(2)
+        with trio.fail_after(5):
+            await quick_done.wait()
+        with trio.fail_after(1):
+            await other.wait_idle()
+        assert stats.running == 1
         with trio.move_on_after(0.1) as scope:
             await busy.wait_idle()
         assert scope.cancelled_caught
-        with trio.fail_after(1):
-            await other.wait_idle()
         release.set()
         with trio.fail_after(5):
             await busy.wait_idle()
         busy.close()
+        other.close()
     assert stats.running == 0
+    assert stats.durations["ok"].count == 2
