@@ -177,6 +177,8 @@ class _Collector(Collector):
                         counts[i] += n
                 bulk_stats.setdefault((route.name, connection), []).append(route.stats.batcher)
             for run in sup._runs:
+                if run.connection.is_closed:
+                    continue  # what it still buffers is lost with it: the broker redelivers
                 key = (run.route.name, connection)
                 gauge = live.setdefault(key, [0])
                 gauge[0] += run.batcher.waiting

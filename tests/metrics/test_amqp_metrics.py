@@ -223,8 +223,8 @@ async def test_the_gauge_stays_down_while_the_broker_is_unreachable(
 ) -> None:
     """Through a TCP proxy that refuses connections: every refused attempt counts as a
     reconnect and the gauge stays 0 until the broker is reachable again. The handler call
-    running when the connection died is cancelled, and its decision dropped (the broker
-    redelivers the message)."""
+    running when the connection died is cancelled, and its decision dropped; the delivery
+    still buffered is no longer counted as buffered. The broker redelivers both."""
     queue = await broker.queue("metrics-down")
     entered = trio.Event()
     calls = 0
@@ -248,27 +248,29 @@ async def test_the_gauge_stays_down_while_the_broker_is_unreachable(
 
         async with open_app(app):
             assert up(scrape(app)) == 1
-            await broker.publish(queue, b"x")
+            await broker.publish(queue, b"x", b"y")
             with trio.fail_after(MUST_HAPPEN):
                 await entered.wait()
+            r = {"route": "r", "connection": "default"}
+            await wait_metric(app, lambda s: value(s, "trioworker_amqp_messages_buffered", **r), 1)
             proxy.refuse_new = True
             assert await proxy.cut() == 1
             await wait_metric(app, reconnects, lambda n: n >= 3)
             s = scrape(app)
             assert up(s) == 0
-            r = {"route": "r", "connection": "default"}
+            assert value(s, "trioworker_amqp_messages_buffered", **r) == 0
             cancelled = value(s, "trioworker_amqp_handler_duration_seconds_count",
                               outcome="cancelled", **r)  # fmt: skip
             assert cancelled == 1
             assert counts(app, "r", queue) == {
-                "received": 1, "acked": 0, "rejected": 0, "requeued": 0, "dropped": 1
+                "received": 2, "acked": 0, "rejected": 0, "requeued": 0, "dropped": 1
             }  # fmt: skip
             proxy.refuse_new = False
             await wait_metric(app, up, 1)
-            # Redelivered on the new connection, handled, acknowledged.
-            await wait_metric(app, lambda s: counts(app, "r", queue)["acked"], 1)
+            # Both redelivered on the new connection, handled, acknowledged.
+            await wait_metric(app, lambda s: counts(app, "r", queue)["acked"], 2)
             assert counts(app, "r", queue) == {
-                "received": 2, "acked": 1, "rejected": 0, "requeued": 0, "dropped": 1
+                "received": 4, "acked": 2, "rejected": 0, "requeued": 0, "dropped": 1
             }  # fmt: skip
 
 
