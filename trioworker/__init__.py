@@ -25,12 +25,14 @@ from ._version import __version__
 from .amqp import RemoteError
 from .codecs import Codec, register_codec
 from .http import HTTPError, Request, Response
+from .sse import Event
 
 __all__ = [
     "Actions",
     "App",
     "Batcher",
     "Codec",
+    "Event",
     "HTTPError",
     "HandlerTimeout",
     "InvalidMessageBody",

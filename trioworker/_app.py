@@ -19,6 +19,7 @@ from .amqp import default_url, parse_url
 from .backends._base import Backend, Health
 from .backends.amqp import AMQPBackend
 from .backends.http import HTTPBackend
+from .sse import SSEBackend
 
 log = logging.getLogger("trioworker")
 
@@ -80,6 +81,8 @@ class App(MutableMapping[str, Any]):
         self._started: list[Backend] = []
         self._backends_nursery: trio.Nursery | None = None
         self.add_backend(self.http)
+        self.sse = SSEBackend(self)
+        self.add_backend(self.sse)
 
     # ------------------------------------------------------------- mapping
 
