@@ -590,7 +590,7 @@ class AMQPBackend:
         queue: str,
         *,
         codec: str | Codec = "json",
-        concurrency: int = 1,
+        concurrency: int = 64,
         timeout: float | None = None,
         prefetch: int | None = None,
         declare: bool = True,
@@ -603,7 +603,8 @@ class AMQPBackend:
 
         The reply goes to the request's ``reply_to`` through the default exchange with the
         same ``correlation_id``, encoded with ``codec``. The request queue is declared
-        (durable) unless ``declare=False``. See docs/rpc.md.
+        (durable) unless ``declare=False``. Requests are handled concurrently, at most
+        ``concurrency`` at once, taken in bulks of what is waiting. See docs/rpc.md.
         """
         get_codec(codec)
         self._url_for(connection, vhost)
@@ -612,9 +613,9 @@ class AMQPBackend:
 
         def register(handler: Handler) -> Handler:
             route = AMQPRoute(
-                handler=rpc_handler(handler, codec, timeout),
+                handler=rpc_handler(handler, codec, timeout, concurrency=concurrency),
                 queues=(queue,),
-                bulk_size=1,
+                bulk_size=concurrency,  # a bulk: the requests waiting (flush interval 0)
                 flush_interval=0.0,
                 on_success=Actions.ACK,
                 on_exception=Actions.ACK,
