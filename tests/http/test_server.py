@@ -278,6 +278,31 @@ async def test_head_is_get_without_the_body(make_app: MakeApp) -> None:
     assert calls == ["GET", "HEAD", "explicit"]
 
 
+async def test_head_keeps_the_connection_usable(make_app: MakeApp) -> None:
+    # Raw HTTP/1.1 on one socket: the HEAD answer has the GET length and no body bytes, so
+    # the GET pipelined after it on the same connection is read intact.
+    app = make_app()
+
+    @app.http.get("/doc")
+    async def doc(request: Request) -> str:
+        return "0123456789"
+
+    async with open_app(app):
+        stream = await trio.open_tcp_stream("127.0.0.1", app.http.port)
+        async with stream:
+            request = b"%s /doc HTTP/1.1\r\nHost: t\r\n\r\n"
+            await stream.send_all(request % b"HEAD" + request % b"GET")
+            received = b""
+            with trio.fail_after(MUST_HAPPEN):
+                while received.count(b"HTTP/1.1 200") < 2 or not received.endswith(b"0123456789"):
+                    chunk = await stream.receive_some()
+                    assert chunk, f"connection closed after {received!r}"
+                    received += chunk
+    head, get = received.split(b"HTTP/1.1 200")[1:]
+    assert b"content-length: 10" in head.lower() and not head.endswith(b"0123456789")
+    assert get.endswith(b"\r\n\r\n0123456789")
+
+
 async def test_handlers_must_take_the_request(make_app: MakeApp) -> None:
     app = make_app()
     with pytest.raises(TypeError, match="must take one argument, the request"):

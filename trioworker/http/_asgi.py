@@ -66,7 +66,7 @@ class ASGIApp:
         try:
             response, label = await self._respond(scope, receive)
             status = response.status
-            await _send(send, response, head=method == "HEAD")
+            await _send(send, response)
         except ClientDisconnect:
             status = 499  # nginx's "client closed request": nothing was sent
         finally:
@@ -116,7 +116,9 @@ class ASGIApp:
             return _error(500, "internal server error"), route.template
 
 
-async def _send(send: Send, response: Response, *, head: bool) -> None:
+async def _send(send: Send, response: Response) -> None:
+    # For HEAD, hypercorn drops the body itself (suppress_body) and keeps our headers, so a
+    # HEAD answer carries the Content-Length the GET answer would have (RFC 9110 §9.3.2).
     await send(
         {
             "type": "http.response.start",
@@ -124,7 +126,7 @@ async def _send(send: Send, response: Response, *, head: bool) -> None:
             "headers": response.raw_headers(),
         }
     )
-    body = response.body if response.has_body and not head else b""
+    body = response.body if response.has_body else b""
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
