@@ -191,3 +191,27 @@ def test_bad_options_fail_at_registration(
     with pytest.raises(ValueError, match=message):
         app.sse.consume(url, **options)  # type: ignore[arg-type]
     assert not app.sse.active
+
+
+async def test_a_slow_handler_pauses_reading(
+    sse_server: SSEServer, make_app: Callable[..., App], bulks: Bulks
+) -> None:
+    """Backpressure: while the handler is stuck, the reader stops reading instead of
+    buffering the whole stream."""
+    big = "x" * 65536  # at most ~2 events per read
+    sse_server.publish(*[f"{i}{big}" for i in range(50)])
+    release = trio.Event()
+    app = make_app()
+
+    @app.sse.consume(sse_server.url)
+    async def handle(events: list[Event]) -> None:
+        await release.wait()
+        bulks.add(events)
+
+    async with open_app(app):
+        run = app.sse.runs[0]
+        await trio.sleep(1.0)  # plenty of time to read all 3 MB without the pause
+        assert run.batcher.buffered <= run.max_buffered + 2
+        release.set()
+        await bulks.wait_for(50)
+    assert bulks.ids == [str(i) for i in range(1, 51)]
