@@ -557,3 +557,31 @@ async def test_metrics_count_requests_by_route_template(make_app: MakeApp) -> No
     assert sample.format("POST", "<unmatched>", 405) + " 1.0" in text
     assert sample.format("OTHER", "<unmatched>", 405) + " 1.0" in text
     assert "/items/1" not in text
+
+
+async def test_a_failing_builtin_is_a_logged_500(
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken:
+        """A user collector that fails at scrape time."""
+
+        def describe(self) -> list[Any]:
+            return []  # so registering does not call collect()
+
+        def collect(self) -> Any:
+            raise RuntimeError("collector secret")
+
+    app = make_app()
+    app.metrics.registry.register(Broken())  # type: ignore[arg-type]
+    caplog.set_level(logging.ERROR, logger="trioworker.http")
+    async with serving(app) as client:
+        r = await client.get("/metrics")
+        health = await client.get("/health")
+    assert r.status_code == 500 and r.json() == {"error": "internal server error"}
+    assert "secret" not in r.text
+    assert any(
+        rec.name == "trioworker.http"
+        and "collector secret" in str(rec.exc_info and rec.exc_info[1])
+        for rec in caplog.records
+    )
+    assert health.status_code == 200

@@ -89,7 +89,11 @@ class ASGIApp:
         if builtin is not None:
             if method not in _BUILTIN_METHODS:
                 return _not_allowed(_BUILTIN_METHODS), path
-            return builtin(), path
+            try:
+                return builtin(), path
+            except Exception:
+                log.exception("%s %s: the built-in endpoint failed", method, path)
+                return _error(500, "internal server error"), path
         found = backend.router.resolve(method, path)
         route = found.route
         if route is None:
