@@ -14,7 +14,12 @@ Two phases, after 200 warm-up calls:
 1. latency: ``--latency-calls`` calls one after the other (one caller); ``p50_ms``,
    ``p99_ms`` and ``latency_calls_per_s`` are from this phase;
 2. throughput: COUNT calls made by ``--callers`` concurrent tasks; ``seconds`` and
-   ``msg_per_s`` (calls/s) are from this phase, ``messages`` is COUNT.
+   ``msg_per_s`` (calls/s) are from this phase, ``messages`` is COUNT, and
+   ``cpu_us_per_call`` is this process's CPU time (server and callers) per call.
+
+``--concurrency N`` sets the route's ``concurrency`` (default: the route's default);
+``--handler-sleep S`` makes the handler await ``trio.sleep(S)`` first, like a handler that
+waits for a database (not part of the ``rpc`` scenario).
 """
 
 from __future__ import annotations
@@ -48,9 +53,12 @@ async def run(args: Any) -> Result:
     queue: str = args.queue
     count: int = args.count
     async with trioworker.open_app(amqp_url=args.url, prefetch=args.prefetch) as app:
+        options = {} if args.concurrency is None else {"concurrency": args.concurrency}
 
-        @app.amqp.rpc(queue, concurrency=int(__import__("os").environ.get("C", "64")))
+        @app.amqp.rpc(queue, **options)
         async def echo(message: Message) -> Any:
+            if args.handler_sleep:
+                await trio.sleep(args.handler_sleep)  # an I/O-bound handler
             return message.json()
 
         with trio.fail_after(30):
@@ -113,6 +121,12 @@ async def run(args: Any) -> Result:
 
 def configure(parser: Any) -> None:
     parser.add_argument("--callers", type=int, default=64, help="concurrent callers (phase 2)")
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="the route's concurrency (its default)"
+    )
+    parser.add_argument(
+        "--handler-sleep", type=float, default=0.0, help="seconds the handler awaits (I/O)"
+    )
     parser.add_argument(
         "--latency-calls", type=int, default=2000, help="sequential calls (phase 1)"
     )

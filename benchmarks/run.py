@@ -12,7 +12,8 @@ For each scenario and each round, for each system in turn (ours, peer, ours, pee
 reset the durable queue (delete + declare), pre-fill it when the scenario consumes, run the
 system's script, then check the queue depth it left. Usually run through ``nox -s bench``.
 Client scenarios: consume, publish, publish-persistent, rss. Worker-framework scenarios:
-route-bulk, route-each, route-rss (ours runs ``bench_framework.py``).
+route-bulk, route-each, route-rss (ours runs ``bench_framework.py``). RPC: rpc (latency with
+one caller, calls/s with 64; ``bench_rpc.py`` vs ``bench_rpc_aiopika.py``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Goal:
     min_rate: float | None = None  # ours, msg/s
     min_ratio: dict[str, float] | None = None  # ours / peer
     max_rss_growth_mb: float | None = None
+    max_p50_ms: float | None = None  # ours, median of the runs' one-caller p50 latency
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,18 @@ SCENARIOS: dict[str, Scenario] = {
         scripts={"trioworker": FRAMEWORK},
         count_option="rss_count",
         whole_bulks=256,
+    ),
+    # RPC round trips on a durable request queue: an App's rpc route called through
+    # rpc_client (direct reply-to) vs aio-pika's documented RPC pattern. Each run: p50/p99
+    # latency of one caller, then --rpc-count calls by 64 concurrent callers (calls/s).
+    "rpc": Scenario(
+        "rpc",
+        ("trioworker", "aio-pika"),
+        prefill=False,
+        expect_depth_after="empty",
+        goal=Goal(max_p50_ms=1.0, min_ratio={"aio-pika": 3.0}),
+        scripts={"trioworker": "bench_rpc.py", "aio-pika": "bench_rpc_aiopika.py"},
+        count_option="rpc_count",
     ),
 }
 
@@ -272,6 +286,10 @@ class Driver:
                     line += f" (last message handled at {result['handled_s']:.2f}s)"
                 if "rss_growth_mb" in result:
                     line += f", RSS growth {result['rss_growth_mb']:+.1f} MB"
+                if "p50_ms" in result:  # rpc: msg/s are calls/s of the concurrent callers
+                    line += (
+                        f"; 1 caller p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms"
+                    )
                 if "stderr" in result:  # e.g. the broker blocked publishers meanwhile
                     line += f"  [stderr: {result['stderr'].splitlines()[-1][:120]}]"
                 print(line, flush=True)
@@ -337,6 +355,34 @@ def summarize(scenario: Scenario, data: dict[str, Any]) -> tuple[list[str], bool
                 f"(after warm-up {r['rss_warm_mb']:.1f} MB -> end {r['rss_end_mb']:.1f} MB; "
                 f"goal < {goal.max_rss_growth_mb:g} MB: {'MET' if met else 'NOT MET'})"
             )
+    latency = {
+        system: (
+            statistics.median(float(r["p50_ms"]) for r in runs),
+            statistics.median(float(r["p99_ms"]) for r in runs),
+        )
+        for system, runs in data["runs"].items()
+        if runs and all("p50_ms" in r for r in runs)
+    }
+    if latency:
+        data["median_latency_ms"] = latency
+        callers = max(int(r.get("callers", 0)) for rs in data["runs"].values() for r in rs)
+        lines.append(f"{scenario.name}: msg/s above are calls/s with {callers} concurrent callers")
+        for system, (p50, p99) in latency.items():
+            lines.append(f"{scenario.name} {system}: 1 caller p50 {p50:.3f} ms, p99 {p99:.3f} ms")
+        if OURS in latency:
+            for system, (p50, p99) in latency.items():
+                if system != OURS:
+                    lines.append(
+                        f"latency {system}/{OURS}: p50 {p50 / latency[OURS][0]:.1f}x, "
+                        f"p99 {p99 / latency[OURS][1]:.1f}x"
+                    )
+    if goal.max_p50_ms is not None:
+        met = OURS in latency and latency[OURS][0] <= goal.max_p50_ms
+        ok = ok and met
+        lines.append(
+            f"{scenario.name} {OURS} p50 goal <= {goal.max_p50_ms:g} ms: "
+            f"{'MET' if met else 'NOT MET'}"
+        )
     if ours is None and OURS in scenario.systems:
         ok = False
     return lines, ok
@@ -367,6 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--rss-count", type=int, default=1_000_000)
+    parser.add_argument("--rpc-count", type=int, default=20_000, help="rpc: calls by 64 callers")
     parser.add_argument(
         "--exact-count",
         action="store_true",

@@ -96,8 +96,12 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+# One encoder for every call: ``json.dumps`` with options builds a new one each time.
+_JSON_ENCODER = json.JSONEncoder(default=_json_default, separators=(",", ":"))
+
+
 def _json_encode(value: Any) -> bytes:
-    return json.dumps(value, default=_json_default, separators=(",", ":")).encode("utf-8")
+    return _JSON_ENCODER.encode(value).encode("utf-8")
 
 
 def _json_decode(body: bytes) -> Any:
