@@ -45,3 +45,19 @@ def test_worker_example_reports_a_wrong_password_clearly() -> None:
     result = run_example("worker.py", "--url", "amqp://guest:wrong@127.0.0.1:5672/%2F")
     assert result.returncode != 0
     assert "refused the credentials" in result.stderr
+
+
+def test_readme_example_builds_its_app() -> None:
+    """The README's example registers a route of every kind on a real App (run, except
+    for the final ``trio.run``; examples/service.py is the runnable version)."""
+    readme = (ROOT / "README.md").read_text()
+    code = readme.split("## Example", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    assert "trio.run(app.serve)" in code
+    namespace: dict[str, object] = {}
+    exec(compile(code.replace("trio.run(app.serve)", ""), "README.md", "exec"), namespace)
+    app = namespace["app"]
+    from trioworker import App
+
+    assert isinstance(app, App)
+    assert [r.name for r in app.amqp.routes] == ["handle", "add"]
+    assert app.http.active and app.sse.active and app.timers.active

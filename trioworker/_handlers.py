@@ -57,3 +57,11 @@ def adapt(
         return None  # pragma: no cover - unreachable: the block returned
 
     return with_timeout
+
+
+def handler_name(handler: object) -> str:
+    """A route's default name: the handler's qualified name, without the ``f.<locals>.``
+    prefix of a handler defined inside a function (it would end up in every metric label
+    and log line while saying nothing useful)."""
+    qualname = str(getattr(handler, "__qualname__", None) or repr(handler))
+    return qualname.rsplit("<locals>.", 1)[-1]

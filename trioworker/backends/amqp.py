@@ -33,7 +33,7 @@ import trio
 from .. import _settings
 from .._actions import Actions
 from .._batcher import Batcher
-from .._handlers import Handler, adapt
+from .._handlers import Handler, adapt, handler_name
 from .._message import Message
 from ..amqp import (
     AMQPConnectionError,
@@ -575,7 +575,7 @@ class AMQPBackend:
                 vhost=vhost,
                 declare=declare,
                 timeout=timeout,
-                name=name or str(getattr(handler, "__qualname__", repr(handler))),
+                name=name or handler_name(handler),
             )
             if route.bulk_size < 1 or route.concurrency < 1 or route.prefetch < 1:
                 raise ValueError("bulk_size, concurrency and prefetch must be at least 1")
@@ -625,7 +625,7 @@ class AMQPBackend:
                 vhost=vhost,
                 declare=declare,
                 timeout=None,  # the RPC wrapper applies it, so a timeout still gets a reply
-                name=name or str(getattr(handler, "__qualname__", repr(handler))),
+                name=name or handler_name(handler),
             )
             if route.concurrency < 1 or route.prefetch < 1:
                 raise ValueError("concurrency and prefetch must be at least 1")
