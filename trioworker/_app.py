@@ -14,11 +14,13 @@ from typing import Any
 import trio
 
 from . import _settings
+from ._handlers import Handler
 from ._metrics import Metrics
 from .amqp import default_url, parse_url
 from .backends._base import Backend, Health
 from .backends.amqp import AMQPBackend
 from .backends.http import HTTPBackend
+from .backends.timers import TimerBackend
 from .sse import SSEBackend
 
 log = logging.getLogger("trioworker")
@@ -80,6 +82,8 @@ class App(MutableMapping[str, Any]):
         self._extra_backends: list[Backend] = []
         self._started: list[Backend] = []
         self._backends_nursery: trio.Nursery | None = None
+        self.timers = TimerBackend(self)
+        self.add_backend(self.timers)
         self.add_backend(self.http)
         self.sse = SSEBackend(self)
         self.add_backend(self.sse)
@@ -115,6 +119,31 @@ class App(MutableMapping[str, Any]):
         """Register ``async def hook(app)`` to run after every backend stopped."""
         self._on_shutdown.append(hook)
         return hook
+
+    # -------------------------------------------------------------- timers
+
+    def every(
+        self,
+        seconds: float,
+        *,
+        run_at_startup: bool = False,
+        max_concurrency: int = 1,
+        timeout: float | None = None,
+        name: str | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Run ``handler(app)`` every ``seconds`` on a fixed schedule (docs/timers.md).
+
+        Ticks that come while ``max_concurrency`` runs are still going are skipped and
+        counted; an exception is logged and the timer goes on. Registered on a running app,
+        the timer starts at once.
+        """
+        return self.timers.every(
+            seconds,
+            run_at_startup=run_at_startup,
+            max_concurrency=max_concurrency,
+            timeout=timeout,
+            name=name,
+        )
 
     # ----------------------------------------------------------- lifecycle
 
@@ -195,6 +224,9 @@ class App(MutableMapping[str, Any]):
                     await self._shutdown_requested.wait()
                     log.info("app %r shutting down", self.name)
                     self._backends_nursery = None
+                    # Timer runs finishing in their grace period may still publish: they
+                    # drain before the AMQP connections close.
+                    await self.timers.drain()
                     for backend in self.backends:
                         backend.stop()
                 await self._run_shutdown_hooks()
