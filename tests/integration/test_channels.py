@@ -105,10 +105,12 @@ async def test_broker_closes_channel_not_found(conn: Connection, resources) -> N
         channel.basic_ack(1)
     with pytest.raises(NotFoundError):
         await channel.wait_closed()
-    # The connection is unharmed, and the freed channel number is reused for a new channel
-    # (which only works if we answered the broker's Channel.Close with CloseOk).
+    # The connection is unharmed, and the freed channel number can be opened again (which
+    # only works if we answered the broker's Channel.Close with CloseOk). A plain
+    # open_channel() avoids it while other numbers are free.
     assert not conn.is_closed
-    fresh = await conn.open_channel()
+    assert (await conn.open_channel()).number != number
+    fresh = await conn.open_channel(number)
     assert fresh.number == number
     with trio.fail_after(MUST_HAPPEN):
         ok = await fresh.queue_declare("", exclusive=True)

@@ -342,7 +342,19 @@ def test_channel_close_from_server() -> None:
     assert channel == number
     assert isinstance(close_ok, commands.Channel.CloseOk)
     assert conn.channel_state(number) is None
-    assert conn.open_channel() == number  # the number is free again
+    # The number is free, but quarantined: another is taken while one is left.
+    assert conn.open_channel() == number + 1
+
+
+def test_a_number_closed_by_the_broker_is_reused_only_when_no_other_is_free() -> None:
+    conn = open_connection(tune_channel_max=2)
+    first = open_channel(conn)
+    close = commands.Channel.Close(406, "PRECONDITION_FAILED", class_id=60, method_id=80)
+    conn.receive_data(method(first, close))
+    assert conn.open_channel() == 2
+    assert conn.open_channel() == first  # nothing else is free
+    with pytest.raises(LocalProtocolError):
+        conn.open_channel()
 
 
 def test_our_channel_close_drops_frames_until_close_ok() -> None:
@@ -384,8 +396,12 @@ def test_frames_after_the_brokers_channel_close_are_discarded() -> None:
     stray = deliver(number, 7, b"late") + deliver(number, 8, b"b" * 30, chunk=10)
     stray += method(number, commands.Basic.Ack(1))
     assert conn.receive_data(stray) == []
-    # Reopened at once: stray frames of the old incarnation may still precede the OpenOk.
-    assert conn.open_channel() == number
+    # A new channel takes another number: strays may come for a long time.
+    assert conn.open_channel() == number + 1
+    assert conn.receive_data(deliver(number, 9, b"later")) == []
+    assert conn.receive_data(method(number + 1, commands.Channel.OpenOk()))
+    # Reopened explicitly: stray frames of the old incarnation may still precede the OpenOk.
+    assert conn.open_channel(number) == number
     assert conn.receive_data(deliver(number, 9, b"older") + content_body(number, b"x")) == []
     (opened,) = conn.receive_data(method(number, commands.Channel.OpenOk()))
     assert isinstance(opened, ChannelOpened)

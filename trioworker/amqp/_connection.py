@@ -158,10 +158,14 @@ class Connection:
 
     # ---------------------------------------------------------------- channels
 
-    async def open_channel(self) -> Channel:
-        """Open a new channel and wait until the broker confirms it."""
+    async def open_channel(self, number: int | None = None) -> Channel:
+        """Open a new channel and wait until the broker confirms it.
+
+        ``number`` picks the channel number; by default the lowest free one, avoiding
+        numbers the broker closed (their stray deliveries may still be on the way).
+        """
         self._raise_if_closed()
-        number = self._core.open_channel()
+        number = self._core.open_channel(number)
         channel = Channel(self, number)
         self._channels[number] = channel
         self._wake_writer()

@@ -196,9 +196,10 @@ class AMQPConnection:
         self._error: ProtocolError | None = None
         self._channels: dict[int, _Channel] = {}
         # Numbers the broker closed. RabbitMQ keeps sending the deliveries already on their
-        # way after its Channel.Close (hundreds with a large prefetch), so frames on such a
-        # number are discarded, not a protocol error — until the number is opened again,
-        # and then until its OpenOk, which the broker sends after everything stale.
+        # way after its Channel.Close (hundreds with a large prefetch; each channel has its
+        # own writer process, so they may even come after a reopened channel's OpenOk).
+        # Frames on such a number are discarded, not a protocol error, and the number is
+        # quarantined: `open_channel` takes it again only when no other number is free.
         self._peer_closed: set[int] = set()
         self._buffer = b""
         self._out: list[bytes] = []
@@ -750,15 +751,18 @@ class AMQPConnection:
     # --------------------------------------------------------------- commands
 
     def open_channel(self, channel: int | None = None) -> int:
-        """Queue ``Channel.Open``; return the channel number (lowest free if not given).
+        """Queue ``Channel.Open``; return the channel number (lowest free if not given;
+        a number the broker closed is taken only when no other is free).
 
         A :class:`ChannelOpened` event follows when the broker agrees.
         """
         self._check_usable()
         if channel is None:
-            channel = next(
-                (n for n in range(1, self.channel_max + 1) if n not in self._channels), 0
-            )
+            in_use, quarantined = self._channels, self._peer_closed
+            numbers = range(1, self.channel_max + 1)
+            channel = next((n for n in numbers if n not in in_use and n not in quarantined), 0)
+            if not channel:
+                channel = next((n for n in numbers if n not in in_use), 0)
             if not channel:
                 raise LocalProtocolError(f"all {self.channel_max} channels are in use")
         elif not 1 <= channel <= self.channel_max:
