@@ -82,6 +82,7 @@ class App(MutableMapping[str, Any]):
         self._extra_backends: list[Backend] = []
         self._started: list[Backend] = []
         self._backends_nursery: trio.Nursery | None = None
+        self._backend_done: dict[int, tuple[Backend, trio.Event]] = {}
         self.timers = TimerBackend(self)
         self.add_backend(self.timers)
         self.add_backend(self.http)
@@ -224,11 +225,17 @@ class App(MutableMapping[str, Any]):
                     await self._shutdown_requested.wait()
                     log.info("app %r shutting down", self.name)
                     self._backends_nursery = None
-                    # Timer runs finishing in their grace period may still publish: they
-                    # drain before the AMQP connections close.
-                    await self.timers.drain()
+                    # Everything stops draining at once, but the AMQP connections stay
+                    # open until the other backends are done: an HTTP request, SSE
+                    # handler or timer run finishing in its grace period may publish.
+                    self.amqp.stop_consuming()
                     for backend in self.backends:
-                        backend.stop()
+                        if backend is not self.amqp:
+                            backend.stop()
+                    for backend, done in list(self._backend_done.values()):
+                        if backend is not self.amqp:
+                            await done.wait()
+                    self.amqp.stop()
                 await self._run_shutdown_hooks()
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
@@ -244,6 +251,7 @@ class App(MutableMapping[str, Any]):
             self._shutdown_requested = None
             self._started = []
             self._backends_nursery = None
+            self._backend_done = {}
 
     @property
     def backends(self) -> list[Backend]:
@@ -262,7 +270,7 @@ class App(MutableMapping[str, Any]):
         if nursery is None or backend in self._started or not backend.active:
             return
         self._started.append(backend)
-        nursery.start_soon(backend.run)
+        nursery.start_soon(self._run_backend, backend)
 
     def health(self) -> dict[str, Health]:
         """Each running backend's health, by name (``GET /health`` shows it)."""
@@ -274,9 +282,15 @@ class App(MutableMapping[str, Any]):
         event = self._shutdown_requested
         return event is not None and event.is_set()
 
-    @staticmethod
-    async def _run_backend(backend: Backend, task_status: trio.TaskStatus[None]) -> None:
-        await backend.run(task_status=task_status)
+    async def _run_backend(
+        self, backend: Backend, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        done = trio.Event()
+        self._backend_done[id(backend)] = (backend, done)
+        try:
+            await backend.run(task_status=task_status)
+        finally:
+            done.set()
 
     async def _run_shutdown_hooks(self) -> None:
         for hook in self._on_shutdown:

@@ -18,13 +18,23 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
 import trioworker.backends.amqp as amqp_backend
 from tests.framework.conftest import MUST_HAPPEN, Broker, eventually
 from tests.support.proxy import open_tcp_proxy
-from trioworker import Actions, App, InvalidMessageBody, Message, StartupError, Timeit, open_app
+from trioworker import (
+    Actions,
+    App,
+    InvalidMessageBody,
+    Message,
+    Request,
+    StartupError,
+    Timeit,
+    open_app,
+)
 from trioworker.amqp import (
     BasicProperties,
     Channel,
@@ -1047,3 +1057,40 @@ async def test_1024_messages_in_bulks_of_256_cost_at_most_8_ack_frames_on_the_wi
     assert tags == sorted(tags)
     assert tags[-1] == 1024
     assert await broker.ready(queue) == 0
+
+
+async def test_an_http_request_finishing_during_shutdown_can_still_publish(
+    make_app: Callable[..., App], broker: Broker
+) -> None:
+    """Shutdown stops every backend at once, but the AMQP connections stay open until the
+    HTTP server, SSE streams and timers have drained: a request that publishes in its grace
+    period succeeds, and its message is in the queue."""
+    queue = await broker.queue()
+    entered = trio.Event()
+    release = trio.Event()
+    app = make_app(http_port=0)
+
+    @app.http.post("/slow")
+    async def slow(request: Request) -> dict[str, bool]:
+        entered.set()
+        await release.wait()
+        await app.amqp.publish(b"published while stopping", routing_key=queue)
+        return {"ok": True}
+
+    statuses: list[int] = []
+    async with trio.open_nursery() as nursery, open_app(app):
+
+        async def client() -> None:
+            async with httpx.AsyncClient(timeout=MUST_HAPPEN) as http:
+                reply = await http.post(f"http://127.0.0.1:{app.http.port}/slow")
+                statuses.append(reply.status_code)
+
+        nursery.start_soon(client)
+        with trio.fail_after(MUST_HAPPEN):
+            await entered.wait()
+        app.shutdown()
+        await trio.sleep(0.3)  # the routes stop; the connection must stay
+        assert app.shutting_down
+        release.set()
+    assert statuses == [200]
+    assert [d.body for d in await broker.drain(queue)] == [b"published while stopping"]

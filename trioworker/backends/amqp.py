@@ -323,6 +323,7 @@ class _Supervisor:
         self.reconnects = 0
         self._runs: list[_RouteRun] = []
         self._route_nursery: trio.Nursery | None = None
+        self._conn_nursery: trio.Nursery | None = None
         self._publisher: Channel | None = None
         self._publisher_lock = trio.Lock()
         self._rpc: RpcClient | None = None
@@ -349,7 +350,11 @@ class _Supervisor:
 
     def add_route(self, route: AMQPRoute) -> None:
         self.routes.append(route)
-        if self._route_nursery is not None and self.connection is not None:
+        if (
+            self._route_nursery is not None
+            and self.connection is not None
+            and not self.backend._routes_stop.is_set()
+        ):
             self._start_route(route, self.connection)
 
     def _start_route(self, route: AMQPRoute, connection: Connection) -> None:
@@ -391,20 +396,29 @@ class _Supervisor:
         log.info("AMQP connection %r open (%s)", self.name, conn.params.safe_url())
         try:
             async with trio.open_nursery() as nursery:
-                self._route_nursery = nursery
-                for route in self.routes:
-                    self._start_route(route, conn)
-                self.connected.set()
-                self.first_attempt.set()
+                self._conn_nursery = nursery  # the connection's own tasks (RPC replies)
                 nursery.start_soon(self._watch, conn, nursery.cancel_scope)
                 if self._stopping:
                     nursery.cancel_scope.cancel()
+                async with trio.open_nursery() as routes:
+                    self._route_nursery = routes
+                    if not self.backend._routes_stop.is_set():
+                        for route in self.routes:
+                            self._start_route(route, conn)
+                    self.connected.set()
+                    self.first_attempt.set()
+                    # Graceful: stop every route when asked ...
+                    await self.backend._routes_stop.wait()
+                    await self._stop_runs()
+                self._route_nursery = None
+                # ... then keep the connection for publishers and callers (handlers of
+                # other backends still draining) until the app is done with it, and
+                # leave: the connection closes politely.
                 await self._stop_requested()
-                # Graceful: stop every route, then leave (the connection closes politely).
-                await self._stop_runs()
                 nursery.cancel_scope.cancel()
         finally:
             self._route_nursery = None
+            self._conn_nursery = None
             self.connection = None
             self._publisher = None
             self._rpc = None
@@ -458,7 +472,7 @@ class _Supervisor:
         """The connection's RPC client (direct reply-to), started on first use."""
         while True:
             conn = self.connection
-            nursery = self._route_nursery
+            nursery = self._conn_nursery
             if conn is None or conn.is_closed or nursery is None:
                 await self.connected.wait()
                 continue
@@ -485,6 +499,7 @@ class AMQPBackend:
         self.routes: list[AMQPRoute] = []
         self._nursery: trio.Nursery | None = None
         self._stop_event = trio.Event()
+        self._routes_stop = trio.Event()
 
     # ------------------------------------------------------------ settings
 
@@ -723,6 +738,7 @@ class AMQPBackend:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run every connection until :meth:`stop` has drained them all."""
         self._stop_event = trio.Event()
+        self._routes_stop = trio.Event()
         for sup in self._supervisors.values():
             sup.reset()
         async with trio.open_nursery() as nursery:
@@ -736,8 +752,18 @@ class AMQPBackend:
             task_status.started()
         self._nursery = None
 
+    def stop_consuming(self) -> None:
+        """Begin the graceful stop of every route (see :meth:`_RouteRun.stop`), keeping the
+        connections open for publishing and calls until :meth:`stop`.
+
+        The app calls this first at shutdown, so that HTTP requests, SSE handlers and
+        timer runs finishing in their grace period can still publish.
+        """
+        self._routes_stop.set()
+
     def stop(self) -> None:
-        """Begin the graceful stop of every connection (see :meth:`_RouteRun.stop`)."""
+        """Stop every route (if not yet stopping) and then close every connection."""
+        self._routes_stop.set()
         self._stop_event.set()
         for sup in self._supervisors.values():
             sup._stopping = True
