@@ -69,6 +69,37 @@ async def test_wait_for_confirms_bounds_the_window(channel: Channel, resources) 
     assert (await channel.queue_declare(queue, passive=True)).message_count == 500
 
 
+async def test_wait_for_confirms_is_a_cancellation_point_even_without_waiting(
+    channel: Channel, resources
+) -> None:
+    """It does not yield when the window has room (so the writer can coalesce), but a
+    cancelled caller still stops there."""
+    await channel.confirm_select()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await channel.wait_for_confirms(max_outstanding=100)
+        pytest.fail("wait_for_confirms did not notice the cancellation")
+    assert scope.cancelled_caught
+
+
+async def test_a_windowed_publish_loop_coalesces_its_writes(channel: Channel, resources) -> None:
+    """publish + wait_for_confirms(window) in a loop must not hand the writer one message
+    at a time: with a window of 1000, 2000 publishes take far fewer socket writes."""
+    queue = resources.queue()
+    await channel.queue_declare(queue)
+    await channel.confirm_select()
+    conn = channel.connection
+    writes_before = conn.writes
+    with trio.fail_after(30):
+        for i in range(2000):
+            await channel.wait_for_confirms(max_outstanding=999)
+            await channel.publish(b"%d" % i, routing_key=queue)
+        await channel.wait_for_confirms()
+    writes = conn.writes - writes_before
+    assert writes < 200, f"{writes} socket writes for 2000 publishes"
+    assert (await channel.queue_declare(queue, passive=True)).message_count == 2000
+
+
 async def test_mandatory_unroutable_publish_is_returned(channel: Channel, resources) -> None:
     queue = resources.queue()
     unroutable = resources.queue("nobody-binds-this")

@@ -686,14 +686,23 @@ class Channel:
 
         This bounds a publish window; it does not raise for nacked messages (their
         :class:`Confirmation` does). Raises if the channel closes meanwhile.
+
+        Always a cancellation point, but it yields to the scheduler only when it has to
+        wait. Called before every publish of a windowed loop, an unconditional yield would
+        let the writer send each message on its own (one ``send`` and one scheduler pass
+        per message: measured 61 µs of client CPU per message instead of 10); the loop
+        yields in :meth:`publish` every 64 KiB instead (see ``_wait_writable``).
         """
+        if len(self._confirms) <= max_outstanding:
+            self._raise_if_closed()
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return
         while len(self._confirms) > max_outstanding:
             self._raise_if_closed()
             if self._confirm_changed is None:
                 self._confirm_changed = trio.Event()
             await self._confirm_changed.wait()
         self._raise_if_closed()
-        await trio.lowlevel.checkpoint()
 
     # ---------------------------------------------------------- acknowledge
 

@@ -111,6 +111,9 @@ class Connection:
         self._closed = trio.Event()
         self._writer_lot = trio.lowlevel.ParkingLot()
         self._writer_parked = False
+        #: Socket writes so far (each carries every frame queued at the time): a measure of
+        #: how well the writer coalesces.
+        self.writes = 0
         self._drained_lot = trio.lowlevel.ParkingLot()
         self._unblocked = trio.Event()
         self._unblocked.set()
@@ -277,6 +280,7 @@ class Connection:
                 data = core.data_to_send(trio.current_time())
                 if data:
                     await stream.send_all(data)
+                    self.writes += 1
                     if core.pending_output <= HIGH_WATER // 2:
                         self._drained_lot.unpark_all()
                 else:
