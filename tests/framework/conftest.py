@@ -10,14 +10,14 @@ an :class:`App` with a unique name (its connection shows as ``<name>:default`` i
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import trio
 
 from tests.conftest import broker_address
+from tests.integration.helpers import eventually
 from tests.support import rabbitmqctl
 from trioworker import App
 from trioworker.amqp import (
@@ -30,7 +30,8 @@ from trioworker.amqp import (
     connect,
 )
 
-T = TypeVar("T")
+# Shared with the other framework-level suites (metrics, rpc, timers).
+__all__ = ["MUST_HAPPEN", "Broker", "eventually"]
 
 #: Upper bound for things that must happen (generous: CI machines are slow).
 MUST_HAPPEN = 15.0
@@ -127,23 +128,6 @@ class Broker:
                 leftover.remove(name)
         if leftover:
             await rabbitmqctl.delete_queues_async(leftover, vhost)
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]],
-    accept: Callable[[T], bool],
-    within: float = MUST_HAPPEN,
-    interval: float = 0.05,
-) -> T:
-    """Call ``probe`` until ``accept(result)``; return that result, or fail after ``within`` s."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await probe()
-        if accept(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s; last value: {value!r}")
-        await trio.sleep(interval)
 
 
 @pytest.fixture
