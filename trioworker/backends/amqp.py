@@ -328,18 +328,16 @@ class _Supervisor:
         self._publisher_lock = trio.Lock()
         self._rpc: RpcClient | None = None
         self._rpc_lock = trio.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Set up the per-serve state: a stopped supervisor runs again when the app is
+        served once more."""
         self._stopping = False
         self._stopped = trio.Event()
         # Set once the first connection attempt has succeeded or failed: the app reports
         # itself started only then, so `open_app`'s block begins with the connection open
         # (or known to be down, in which case it keeps reconnecting in the background).
-        self.first_attempt = trio.Event()
-        self._cancel_scope = trio.CancelScope()
-
-    def reset(self) -> None:
-        """Make a stopped supervisor runnable again (the app is served once more)."""
-        self._stopping = False
-        self._stopped = trio.Event()
         self.first_attempt = trio.Event()
         self._cancel_scope = trio.CancelScope()
 
