@@ -55,6 +55,15 @@ def now() -> float:
     return time.perf_counter()
 
 
+def cpu() -> float:
+    """CPU seconds this process has used (all its threads): the client's own cost.
+
+    On a machine where the broker shares the cores, a msg/s figure can be the broker's limit
+    rather than the client's; the CPU a client spends per message is its own either way.
+    """
+    return time.process_time()
+
+
 @dataclass
 class Result:
     """The one JSON line each system script prints on stdout."""
@@ -66,6 +75,7 @@ class Result:
     seconds: float
     rss_start_mb: float
     rss_end_mb: float
+    cpu_seconds: float | None = None  # process CPU over the same window as ``seconds``
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -79,6 +89,12 @@ class Result:
         data["msg_per_s"] = round(self.msg_per_s, 1)
         data["rss_start_mb"] = round(self.rss_start_mb, 2)
         data["rss_end_mb"] = round(self.rss_end_mb, 2)
+        if self.cpu_seconds is None:
+            del data["cpu_seconds"]
+        else:
+            data["cpu_seconds"] = round(self.cpu_seconds, 4)
+            if self.messages:
+                data["cpu_us_per_msg"] = round(self.cpu_seconds / self.messages * 1e6, 2)
         data.update(extra)
         sys.stdout.write(json.dumps(data) + "\n")
         sys.stdout.flush()

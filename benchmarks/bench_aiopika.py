@@ -15,7 +15,7 @@ from collections import deque
 from typing import Any
 
 import aio_pika
-from _common import BODY, CONTENT_TYPE, Result, now, parse_args, rss_mb
+from _common import BODY, CONTENT_TYPE, Result, cpu, now, parse_args, rss_mb
 from aio_pika.abc import AbstractIncomingMessage
 
 
@@ -54,11 +54,11 @@ async def consume(args: Any, *, each: bool = False) -> Result:
                 done.set()
 
         nbytes = 0
-        start = now()
+        start, cpu_start = now(), cpu()
         consumer_tag = await queue.consume(on_message_each if each else on_message, no_ack=False)
         await done.wait()
         await queue.cancel(consumer_tag)  # round trip: the acks before it reached the broker
-        seconds = now() - start
+        seconds, cpu_seconds = now() - start, cpu() - cpu_start
         rss_end = rss_mb()
 
     return Result(
@@ -67,6 +67,7 @@ async def consume(args: Any, *, each: bool = False) -> Result:
         scenario="consume-each" if each else "consume",
         messages=received,
         seconds=seconds,
+        cpu_seconds=cpu_seconds,
         rss_start_mb=rss_start,
         rss_end_mb=rss_end,
     )
@@ -87,7 +88,7 @@ async def publish(args: Any) -> Result:
         # as ``asyncio.gather`` over chunks of N and faster than a semaphore-bounded wrapper.
         pending: deque[asyncio.Future[Any]] = deque()
         mode = aio_pika.DeliveryMode(args.delivery_mode)
-        start = now()
+        start, cpu_start = now(), cpu()
         for _ in range(args.count):
             if len(pending) >= window:
                 await pending.popleft()  # re-raises a nack (DeliveryError)
@@ -97,7 +98,7 @@ async def publish(args: Any) -> Result:
             )
         for future in pending:
             await future
-        seconds = now() - start
+        seconds, cpu_seconds = now() - start, cpu() - cpu_start
         rss_end = rss_mb()
 
     return Result(
@@ -106,6 +107,7 @@ async def publish(args: Any) -> Result:
         scenario="publish",
         messages=args.count,
         seconds=seconds,
+        cpu_seconds=cpu_seconds,
         rss_start_mb=rss_start,
         rss_end_mb=rss_end,
     )

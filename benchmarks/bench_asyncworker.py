@@ -35,7 +35,7 @@ from urllib.parse import unquote, urlsplit
 # benchmark does not collide with anything else on the machine. Read at import time.
 os.environ.setdefault("ASYNCWORKER_HTTP_PORT", "0")
 
-from _common import Result, now, parse_args, rss_mb
+from _common import Result, cpu, now, parse_args, rss_mb
 from asyncworker import App, RouteTypes
 from asyncworker.connections import AMQPConnection
 from asyncworker.options import Options
@@ -83,7 +83,7 @@ async def bulk(app: App, args: Any) -> Result:
             done.set()
 
     rss_start = rss_mb()
-    start = now()
+    start, cpu_start = now(), cpu()
     await app.startup()
     await done.wait()
     rss_end = rss_mb()
@@ -102,7 +102,7 @@ async def bulk(app: App, args: Any) -> Result:
             # a connection error (and its consumer loop would reconnect a second later).
             connection._protocol._on_error_callback = None
         await connection.close()
-    seconds = now() - start
+    seconds, cpu_seconds = now() - start, cpu() - cpu_start
 
     # Consumer.start() and the flush clock loop forever: cancel them before the loop closes.
     tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
@@ -116,6 +116,7 @@ async def bulk(app: App, args: Any) -> Result:
         scenario="route-bulk",
         messages=seen,
         seconds=seconds,
+        cpu_seconds=cpu_seconds,
         rss_start_mb=rss_start,
         rss_end_mb=rss_end,
         extra={

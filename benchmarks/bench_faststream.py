@@ -31,7 +31,7 @@ from importlib.metadata import version
 from logging import DEBUG
 from typing import Any
 
-from _common import Result, now, parse_args, rss_mb
+from _common import Result, cpu, now, parse_args, rss_mb
 from faststream.rabbit import Channel, RabbitBroker
 
 SYSTEM = "faststream"
@@ -54,12 +54,12 @@ async def each(args: Any, *, access_log: bool) -> Result:
             done.set()
 
     rss_start = rss_mb()
-    start = now()
+    start, cpu_start = now(), cpu()
     await broker.start()
     await done.wait()
     rss_end = rss_mb()
     await broker.stop()  # waits for running handlers (their acks), closes channel/connection
-    seconds = now() - start
+    seconds, cpu_seconds = now() - start, cpu() - cpu_start
 
     return Result(
         system=SYSTEM,
@@ -67,6 +67,7 @@ async def each(args: Any, *, access_log: bool) -> Result:
         scenario="route-each",
         messages=seen,
         seconds=seconds,
+        cpu_seconds=cpu_seconds,
         rss_start_mb=rss_start,
         rss_end_mb=rss_end,
         extra={"handled_s": round(handled_at - start, 4), "prefetch": args.prefetch},

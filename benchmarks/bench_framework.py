@@ -27,7 +27,7 @@ from importlib.metadata import version
 from typing import Any
 
 import trio
-from _common import Result, now, parse_args, rss_mb
+from _common import Result, cpu, now, parse_args, rss_mb
 
 import trioworker
 from trioworker import Message
@@ -61,7 +61,7 @@ async def route(args: Any) -> Result:
             done.set()
 
     rss_start = rss_mb()
-    start = now()
+    start, cpu_start = now(), cpu()
     async with trioworker.open_app(
         amqp_url=args.url, prefetch=args.prefetch, name="bench-framework"
     ) as app:
@@ -70,7 +70,8 @@ async def route(args: Any) -> Result:
         )(handle)
         await done.wait()
         rss_end = rss_mb()
-    seconds = now() - start  # leaving the block: graceful shutdown, acks flushed
+    # Leaving the block above was the graceful shutdown: the acks are flushed.
+    seconds, cpu_seconds = now() - start, cpu() - cpu_start
 
     extra: dict[str, Any] = {
         "handled_s": round(handled_at - start, 4),
@@ -90,6 +91,7 @@ async def route(args: Any) -> Result:
         scenario=f"route-{mode}",
         messages=seen,
         seconds=seconds,
+        cpu_seconds=cpu_seconds,
         rss_start_mb=rss_start,
         rss_end_mb=rss_end,
         extra=extra,

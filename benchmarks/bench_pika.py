@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 import pika
-from _common import Result, now, parse_args, rss_mb
+from _common import Result, cpu, now, parse_args, rss_mb
 
 
 def consume(args: Any) -> Result:
@@ -26,7 +26,7 @@ def consume(args: Any) -> Result:
 
     # The generator form (``channel.consume``) measured faster than basic_consume with a
     # callback + start_consuming on this workload, so it is the one used.
-    start = now()
+    start, cpu_start = now(), cpu()
     for method, _props, _body in channel.consume(args.queue, auto_ack=False):
         received += 1
         if received % every == 0 or received == count:
@@ -34,7 +34,7 @@ def consume(args: Any) -> Result:
             if received == count:
                 break
     channel.cancel()  # basic.cancel + cancel-ok: the acks before it have reached the broker
-    seconds = now() - start
+    seconds, cpu_seconds = now() - start, cpu() - cpu_start
 
     rss_end = rss_mb()
     connection.close()
@@ -44,6 +44,7 @@ def consume(args: Any) -> Result:
         scenario="consume",
         messages=received,
         seconds=seconds,
+        cpu_seconds=cpu_seconds,
         rss_start_mb=rss_start,
         rss_end_mb=rss_end,
     )

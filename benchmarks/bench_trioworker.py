@@ -16,7 +16,7 @@ from importlib.metadata import version
 from typing import Any
 
 import trio
-from _common import BODY, CONTENT_TYPE, Result, now, parse_args, rss_mb
+from _common import BODY, CONTENT_TYPE, Result, cpu, now, parse_args, rss_mb
 
 from trioworker import amqp
 from trioworker.amqp import BasicProperties
@@ -37,7 +37,7 @@ async def consume(args: Any, *, track_rss: bool) -> Result:
         rss_start = rss_mb()
         next_sample = sample_every
 
-        start = now()
+        start, cpu_start = now(), cpu()
         consumer = await ch.basic_consume(args.queue)
         async for batch in consumer.batches():
             for delivery in batch:
@@ -54,7 +54,7 @@ async def consume(args: Any, *, track_rss: bool) -> Result:
                 samples.append(rss_mb())
                 next_sample += sample_every
         await ch.basic_cancel(consumer.consumer_tag)  # round trip after the last ack
-        seconds = now() - start
+        seconds, cpu_seconds = now() - start, cpu() - cpu_start
         rss_end = rss_mb()
 
     extra: dict[str, Any] = {}
@@ -71,6 +71,7 @@ async def consume(args: Any, *, track_rss: bool) -> Result:
         scenario="rss" if track_rss else "consume",
         messages=received,
         seconds=seconds,
+        cpu_seconds=cpu_seconds,
         rss_start_mb=rss_start,
         rss_end_mb=rss_end,
         extra=extra,
@@ -85,12 +86,12 @@ async def publish(args: Any) -> Result:
         props = BasicProperties(delivery_mode=args.delivery_mode, content_type=CONTENT_TYPE)
         rss_start = rss_mb()
 
-        start = now()
+        start, cpu_start = now(), cpu()
         for _ in range(args.count):
             await ch.wait_for_confirms(max_outstanding=keep)  # <= window outstanding
             await ch.publish(BODY, routing_key=routing_key, exchange="", properties=props)
         await ch.wait_for_confirms(max_outstanding=0)
-        seconds = now() - start
+        seconds, cpu_seconds = now() - start, cpu() - cpu_start
         rss_end = rss_mb()
 
     return Result(
@@ -99,6 +100,7 @@ async def publish(args: Any) -> Result:
         scenario="publish",
         messages=args.count,
         seconds=seconds,
+        cpu_seconds=cpu_seconds,
         rss_start_mb=rss_start,
         rss_end_mb=rss_end,
     )

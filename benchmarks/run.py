@@ -172,6 +172,53 @@ class BenchError(RuntimeError):
     pass
 
 
+class BrokerProbe:
+    """CPU time and minor page faults of the local broker's Erlang VM, from ``/proc``.
+
+    Why: on a shared 2-core machine a consume figure can be the broker's limit, not the
+    client's. When the VM's CPU over a run is about one core for the whole run, its queue
+    process (one Erlang process per queue) is the bottleneck; and that VM can be in a mode
+    where it maps fresh memory for the queue process's heap again and again (ten times the
+    page faults, twice the CPU for the same work). Recording both per run shows which side a
+    figure measures. Without a readable local ``beam.smp`` the probe reports nothing.
+    """
+
+    def __init__(self) -> None:
+        self.pid = self._find()
+        self.ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    @staticmethod
+    def _find() -> int | None:
+        try:
+            entries = os.listdir("/proc")
+        except OSError:
+            return None
+        for entry in entries:
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/comm", encoding="ascii", errors="replace") as f:
+                    if f.read().strip() == "beam.smp":
+                        return int(entry)
+            except OSError:
+                continue
+        return None
+
+    def sample(self) -> tuple[float, int] | None:
+        """(CPU seconds, minor faults) so far, or None when the broker is not visible."""
+        if self.pid is None:
+            return None
+        try:
+            with open(f"/proc/{self.pid}/stat", encoding="ascii") as f:
+                # Fields after the ")" that closes the command name: state is field 3.
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            self.pid = self._find()  # the broker restarted
+            return None
+        minflt, utime, stime = int(fields[7]), int(fields[11]), int(fields[12])
+        return (utime + stime) / self.ticks, minflt
+
+
 def run_json(cmd: Sequence[str], timeout: float) -> dict[str, Any]:
     """Run a helper/system script and parse the JSON object on the last line of its stdout.
 
@@ -205,6 +252,7 @@ class Driver:
         self.args = args
         self.pythons = pythons
         self.fill_script = str(HERE / "fill.py")
+        self.broker = BrokerProbe()
 
     def helper(self, *argv: str, python: str | None = None, timeout: float = 60.0) -> Any:
         py = python or self.pythons[ADMIN]
@@ -235,7 +283,12 @@ class Driver:
         cmd = [self.pythons[system], str(HERE / script), mode, queue, str(count)]
         cmd += ["--url", self.args.url, *scenario.script_args]
         load = os.getloadavg()[0]
+        before = self.broker.sample()
         result = run_json(cmd, self.args.timeout)
+        after = self.broker.sample()
+        if before is not None and after is not None:
+            result["broker_cpu_seconds"] = round(after[0] - before[0], 2)
+            result["broker_minor_faults"] = after[1] - before[1]
         expected = 0 if scenario.expect_depth_after == "empty" else count
         left = self.depth(queue)
         if int(result.get("messages", -1)) != count:
@@ -286,6 +339,7 @@ class Driver:
                     line += f" (last message handled at {result['handled_s']:.2f}s)"
                 if "rss_growth_mb" in result:
                     line += f", RSS growth {result['rss_growth_mb']:+.1f} MB"
+                line += cost_note(result)
                 if "p50_ms" in result:  # rpc: msg/s are calls/s of the concurrent callers
                     line += (
                         f"; 1 caller p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms"
@@ -295,6 +349,17 @@ class Driver:
                 print(line, flush=True)
         self.helper("delete", f"{self.args.queue_prefix}-{scenario.name}")
         return {"scenario": scenario.name, "count": count, "runs": runs, "errors": errors}
+
+
+def cost_note(result: dict[str, Any]) -> str:
+    """``; client CPU 9.8 us/msg; broker 1.3 s CPU, 12k faults`` for one run's line."""
+    note = ""
+    if "cpu_us_per_msg" in result:
+        note += f"; client CPU {result['cpu_us_per_msg']:.1f} us/msg"
+    if "broker_cpu_seconds" in result:
+        faults = result["broker_minor_faults"] / 1000
+        note += f"; broker {result['broker_cpu_seconds']:.2f} s CPU, {faults:,.0f}k page faults"
+    return note
 
 
 def summarize(scenario: Scenario, data: dict[str, Any]) -> tuple[list[str], bool]:
@@ -333,6 +398,7 @@ def summarize(scenario: Scenario, data: dict[str, Any]) -> tuple[list[str], bool
             verdict = f"  (goal >= {want:g}x: {'MET' if met else 'NOT MET'})"
         lines.append(f"ratio {OURS}/{peer} = {ratio:.1f}x{verdict}")
     data["ratios"] = ratios
+    lines += cpu_lines(data)
     for peer in goal.min_ratio or {}:
         if peer not in ratios:
             ok = False
@@ -386,6 +452,24 @@ def summarize(scenario: Scenario, data: dict[str, Any]) -> tuple[list[str], bool
     if ours is None and OURS in scenario.systems:
         ok = False
     return lines, ok
+
+
+def cpu_lines(data: dict[str, Any]) -> list[str]:
+    """Median client CPU per message, and how many times more each peer spends (no goal)."""
+    cost: dict[str, float] = {}
+    for system, runs in data["runs"].items():
+        values = [float(r["cpu_us_per_msg"]) for r in runs if "cpu_us_per_msg" in r]
+        if values:
+            cost[system] = statistics.median(values)
+    data["median_cpu_us_per_msg"] = cost
+    if OURS not in cost or len(cost) < 2:
+        return []
+    listed = ", ".join(f"{system} {us:.1f}" for system, us in cost.items())
+    lines = [f"client CPU per message, median us: {listed}"]
+    for system, us in cost.items():
+        if system != OURS and cost[OURS] > 0:
+            lines.append(f"client CPU {system}/{OURS} = {us / cost[OURS]:.1f}x (no goal)")
+    return lines
 
 
 def parse_pythons(items: list[str]) -> dict[str, str]:
