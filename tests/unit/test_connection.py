@@ -143,6 +143,30 @@ def test_tune_answered_with_negotiated_tune_ok_and_open() -> None:
     assert conn.state is ConnectionState.OPEN
 
 
+@pytest.mark.parametrize("frame_max", [1, 8, 4095])
+def test_tune_with_frame_max_below_the_minimum_is_a_protocol_error(frame_max: int) -> None:
+    conn = AMQPConnection()
+    conn.initiate()
+    start, tune, _ = handshake_bytes(frame_max=frame_max)
+    conn.receive_data(start)
+    conn.data_to_send()
+    with pytest.raises(RemoteProtocolError, match="below the minimum of 4096"):
+        conn.receive_data(tune)
+    assert not any(isinstance(m, commands.Connection.TuneOk) for _, m in sent_methods(conn))
+
+
+def test_tune_with_frame_max_at_the_minimum_is_accepted() -> None:
+    frame_max = 4096
+    conn = AMQPConnection(frame_max=0)
+    conn.initiate()
+    start, tune, _ = handshake_bytes(frame_max=frame_max)
+    conn.receive_data(start)
+    conn.data_to_send()
+    assert conn.receive_data(tune) == []
+    (_, tune_ok), _ = sent_methods(conn)
+    assert tune_ok.frame_max == frame_max
+
+
 @pytest.mark.parametrize(
     ("client", "server", "expected"),
     [

@@ -224,6 +224,23 @@ def test_decode_properties_matches_pamqp_unmarshal(props: commands.Basic.Propert
         assert getattr(decoded, name) == getattr(reference.properties, name), name
 
 
+@settings(max_examples=300, deadline=None)
+@given(properties(), st.data())
+def test_decode_properties_refuses_every_truncation(
+    props: commands.Basic.Properties, data: st.DataObject
+) -> None:
+    """Cut anywhere after the flags, or with a byte appended: an error, never a shorter value."""
+    raw = F.encode_properties(props)
+    flag_bytes = 2
+    if raw == b"\x00\x00":
+        return
+    cut = data.draw(st.integers(flag_bytes, len(raw) - 1), label="cut")
+    with pytest.raises(PropertyDecodeError):
+        decode_properties(raw[:cut])
+    with pytest.raises(PropertyDecodeError):
+        decode_properties(raw + b"\x00")
+
+
 @pytest.mark.parametrize(
     "raw",
     [
@@ -233,6 +250,10 @@ def test_decode_properties_matches_pamqp_unmarshal(props: commands.Basic.Propert
         b"\x80\x00\x02\xff\xfe",  # not UTF-8
         b"\x00\x40" + (0xFFFFFFFFFFFFFF00).to_bytes(8, "big"),  # pre-1970 timestamp
         b"\x00\x01",  # continuation flag, second flag word missing
+        b"\x02\x00\x05abc",  # reply_to says 5 bytes, 3 follow
+        b"\x02\x00\x03abcd",  # a byte after the last value
+        b"\x20\x00\x00\x00\x00\x09\x01",  # headers table says 9 bytes, 1 follows
+        b"\x00\x40\x00\x00\x00\x00",  # timestamp cut to 4 bytes
     ],
 )
 def test_decode_properties_failures_are_property_decode_errors(raw: bytes) -> None:

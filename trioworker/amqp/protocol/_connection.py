@@ -353,6 +353,13 @@ class AMQPConnection:
         self.state = ConnectionState.AWAIT_TUNE
 
     def _on_tune(self, method: commands.Connection.Tune) -> None:
+        # The spec's frame-min-size: below 4096 a peer could not even carry a content header
+        # with ordinary properties. Such a Tune is a broken or hostile peer, not a setting.
+        if 0 < (method.frame_max or 0) < 4096:
+            raise RemoteProtocolError(
+                f"server proposed frame_max {method.frame_max}, below the minimum of 4096",
+                COMMAND_INVALID,
+            )
         self.channel_max = (
             negotiate(self._wanted_channel_max, method.channel_max or 0) or DEFAULT_CHANNEL_MAX
         )

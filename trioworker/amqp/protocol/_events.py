@@ -16,11 +16,61 @@ from ._errors import PropertyDecodeError
 BasicProperties = commands.Basic.Properties
 
 
+# The property list's value types in flag order, bit 15 first (AMQP 0-9-1, Basic class):
+# "s" shortstr (1-byte length), "t" field table (4-byte length), "o" octet, "l" timestamp.
+_PROPERTY_LAYOUT = (
+    (0x8000, "s"),  # content_type
+    (0x4000, "s"),  # content_encoding
+    (0x2000, "t"),  # headers
+    (0x1000, "o"),  # delivery_mode
+    (0x0800, "o"),  # priority
+    (0x0400, "s"),  # correlation_id
+    (0x0200, "s"),  # reply_to
+    (0x0100, "s"),  # expiration
+    (0x0080, "s"),  # message_id
+    (0x0040, "l"),  # timestamp
+    (0x0020, "s"),  # type
+    (0x0010, "s"),  # user_id
+    (0x0008, "s"),  # app_id
+    (0x0004, "s"),  # cluster_id
+)
+
+
+def _check_property_list_size(flags: int, data: bytes) -> None:
+    """Walk the flagged values' lengths and require them to fill ``data`` exactly.
+
+    pamqp slices its input, and a slice past the end is silently shorter: a truncated
+    property list would decode into a cut-off ``reply_to`` (say) and the reply would go to
+    the wrong queue. Walking the lengths first turns that into a decode error, and so does
+    data left over after the last value.
+    """
+    offset = 0
+    size = len(data)
+    for bit, kind in _PROPERTY_LAYOUT:
+        if not flags & bit:
+            continue
+        if kind == "s":
+            if offset >= size:
+                raise ValueError(f"property list is truncated at byte {offset}")
+            offset += 1 + data[offset]
+        elif kind == "t":
+            if offset + 4 > size:
+                raise ValueError(f"property list is truncated at byte {offset}")
+            offset += 4 + int.from_bytes(data[offset : offset + 4], "big")
+        else:
+            offset += 1 if kind == "o" else 8
+        if offset > size:
+            raise ValueError(f"property list needs {offset} bytes, has {size}")
+    if offset != size:
+        raise ValueError(f"property list has {size - offset} bytes after its last value")
+
+
 def decode_properties(raw: bytes) -> BasicProperties:
     """Decode a content header's property list (flags + values).
 
-    Any failure — truncated data, bad UTF-8, a timestamp out of ``datetime``'s range (pamqp
-    raises ``OverflowError`` for those) — becomes :class:`PropertyDecodeError`.
+    Any failure — truncated data, bytes left over, bad UTF-8, a timestamp out of
+    ``datetime``'s range (pamqp raises ``OverflowError`` for those) — becomes
+    :class:`PropertyDecodeError`.
     """
     props = BasicProperties()
     if raw == b"\x00\x00":
@@ -38,7 +88,9 @@ def decode_properties(raw: bytes) -> BasicProperties:
             if not partial & 1:
                 break
             word += 1
-        props.unmarshal(flags, raw[offset:])
+        values = raw[offset:]
+        _check_property_list_size(flags, values)
+        props.unmarshal(flags, values)
     except Exception as exc:  # pamqp raises ValueError, struct.error, OverflowError, ...
         raise PropertyDecodeError(f"undecodable message properties: {exc!r}") from exc
     return props
