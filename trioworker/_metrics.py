@@ -33,6 +33,7 @@ from ._histogram import DURATION_BOUNDS, SIZE_BOUNDS, Histogram
 
 if TYPE_CHECKING:
     from ._app import App
+    from .sse._stream import StreamStats
 
 __all__ = ["HTTP_BUCKETS", "Metrics"]
 
@@ -88,6 +89,7 @@ class _Collector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._amqp()
         yield from self._http()
+        yield from self._sse()
 
     # ---------------------------------------------------------------- AMQP
 
@@ -227,6 +229,87 @@ class _Collector(Collector):
             _add_histogram(durations, list(key), histogram)
         yield requests
         yield durations
+
+    # ----------------------------------------------------------------- SSE
+
+    def _sse(self) -> Iterator[Metric]:
+        labels = ["stream"]
+        counters = {
+            attr: CounterMetricFamily(f"trioworker_sse_{name}", text, labels=labels)
+            for attr, name, text in (
+                ("received", "events_received", "Events read from the stream."),
+                (
+                    "handled",
+                    "events_handled",
+                    "Events whose handler call finished, successfully or not.",
+                ),
+                (
+                    "failed",
+                    "events_failed",
+                    "Events in handler calls that raised or timed out (they are not retried).",
+                ),
+                (
+                    "dropped",
+                    "events_dropped",
+                    "Events never handed to the handler: the grace period ran out at stop.",
+                ),
+                (
+                    "reconnects",
+                    "reconnects",
+                    "Reconnects: the stream failed, or the server ended it.",
+                ),
+            )
+        }
+        bulk_sizes = HistogramMetricFamily(
+            "trioworker_sse_bulk_size", "Events per bulk handed to the handler.", labels=labels
+        )
+        durations = HistogramMetricFamily(
+            "trioworker_sse_handler_duration_seconds",
+            "Time of one handler call (one bulk), failed ones and their on_exception hook "
+            "included.",
+            labels=labels,
+        )
+        running = GaugeMetricFamily(
+            "trioworker_sse_handlers_running", "Handler calls in progress.", labels=labels
+        )
+        connected = GaugeMetricFamily(
+            "trioworker_sse_stream_connected",
+            "1 while the stream's response is being read, 0 while it is reconnecting or the "
+            "app is not running.",
+            labels=labels,
+        )
+
+        # Two streams may share a name (the default name is the URL without its query):
+        # their numbers are added up so no series appears twice.
+        # The registry collects once while the App is being built (to learn the names),
+        # before ``app.sse`` exists: the families are yielded empty then.
+        sse = getattr(self.metrics.app, "sse", None)
+        by_name: dict[str, list[StreamStats]] = {}
+        for stream in sse.streams if sse is not None else ():
+            by_name.setdefault(stream.name, []).append(stream.stats)
+        up: dict[str, int] = {}
+        for run in sse.runs if sse is not None else ():
+            up[run.stream.name] = up.get(run.stream.name, 0) + int(run.connected)
+        for name, stats in by_name.items():
+            for attr, family in counters.items():
+                family.add_metric([name], sum(getattr(st, attr) for st in stats))
+            batchers = [st.batcher for st in stats]
+            _add_histogram(
+                bulk_sizes, [name], _merged(SIZE_BOUNDS, [b.bulk_sizes for b in batchers])
+            )
+            merged = _merged(
+                DURATION_BOUNDS,
+                (b.durations[outcome] for b in batchers for outcome in OUTCOMES),
+            )
+            _add_histogram(durations, [name], merged)
+            running.add_metric([name], sum(b.running for b in batchers))
+            connected.add_metric([name], min(up.get(name, 0), 1))
+
+        yield from counters.values()
+        yield bulk_sizes
+        yield durations
+        yield running
+        yield connected
 
 
 def _merged(bounds: tuple[float, ...], histograms: Iterable[Histogram]) -> Histogram:

@@ -235,7 +235,7 @@ async def test_connection_refused_backs_off_and_health_says_so(
     async with open_app(app):
         with trio.fail_after(MUST_HAPPEN):
             # Polling: there is no server to tell us about the attempts.
-            while app.sse.runs[0].reconnects < 3:  # noqa: ASYNC110
+            while app.sse.runs[0].stats.reconnects < 3:  # noqa: ASYNC110
                 await trio.sleep(0.05)
         health = app.health()["sse"]
     assert not health.ok

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import trio
 
-from .._batcher import Batcher
+from .._batcher import Batcher, BatcherStats
 from .._handlers import Handler, adapt
 from ..backends.amqp import backoff_delay
 from ._event import Event
@@ -45,9 +45,36 @@ class BadResponse(Exception):
     """The server answered, but not with an event stream (status or content type)."""
 
 
+class StreamStats:
+    """A stream's counters, read by the metrics collector at scrape time.
+
+    They live on the registration (:class:`SSEStream`), not on a run, so they count for the
+    process's life: Prometheus counters must only go up, and serving the same app a second
+    time continues them. Plain ints, bumped once per chunk or bulk, never per scrape.
+    """
+
+    __slots__ = ("batcher", "connections", "dropped", "failed", "handled", "received", "reconnects")
+
+    def __init__(self) -> None:
+        #: Events parsed from the stream and handed to the batcher.
+        self.received = 0
+        #: Events whose handler call finished, successfully or not.
+        self.handled = 0
+        #: Events in handler calls that raised or timed out (not retried).
+        self.failed = 0
+        #: Events never handed to the handler: the grace period ran out at stop.
+        self.dropped = 0
+        #: Requests sent (the first one and every reconnect).
+        self.connections = 0
+        #: Reconnects scheduled: the stream failed or the server ended it.
+        self.reconnects = 0
+        #: Bulk sizes, handler durations and calls in progress.
+        self.batcher = BatcherStats()
+
+
 @dataclasses.dataclass(eq=False)
 class SSEStream:
-    """A registered ``@app.sse.consume`` stream (configuration only; no runtime state)."""
+    """A registered ``@app.sse.consume`` stream: its configuration, and its counters."""
 
     url: str
     handler: Handler
@@ -63,6 +90,7 @@ class SSEStream:
     max_event_size: int
     max_reconnect_delay: float
     name: str
+    stats: StreamStats = dataclasses.field(default_factory=StreamStats, repr=False)
 
 
 def _describe(events: list[Event]) -> str:
@@ -90,11 +118,7 @@ class StreamRun:
         self.last_event_id = last_event_id
         #: The server's ``retry`` (ms), once it sent one.
         self.retry: int | None = None
-        self.connections = 0
-        self.reconnects = 0
-        self.handled = 0
-        self.failed = 0
-        self.dropped = 0
+        self.stats = stream.stats
         self._call: Callable[..., Awaitable[Any]] = adapt(stream.handler, timeout=stream.timeout)
         self._on_exception = adapt(stream.on_exception) if stream.on_exception is not None else None
         self.batcher: Batcher[Event] = Batcher(
@@ -104,6 +128,7 @@ class StreamRun:
             concurrency=stream.concurrency,
             on_done=self._on_done,
             on_unhandled=self._on_unhandled,
+            stats=stream.stats.batcher,
         )
         # Reading pauses (the socket is not read, so TCP pushes back on the server) while
         # this many events wait for a handler: one bulk per slot plus one ready to go.
@@ -126,7 +151,7 @@ class StreamRun:
         try:
             await self._call(events)
         except Exception as exc:
-            self.failed += len(events)
+            self.stats.failed += len(events)
             log.error(
                 "SSE stream %r: handler failed on %s: %r; these events are not retried "
                 "(an SSE server cannot take them back)",
@@ -143,7 +168,7 @@ class StreamRun:
 
     def _on_done(self, bulk: list[Event], error: BaseException | None) -> None:
         # _handle never raises an Exception: failures were logged (and hooked) there.
-        self.handled += len(bulk)
+        self.stats.handled += len(bulk)
 
     def _on_unhandled(self, bulk: list[Event]) -> None:
         if self._drain_scope.cancel_called:
@@ -172,7 +197,7 @@ class StreamRun:
             self.connected = False
             dropped = self._cancelled + self._leftover
             if dropped:
-                self.dropped += len(dropped)
+                self.stats.dropped += len(dropped)
                 log.warning(
                     "SSE stream %r: %s not handled: the grace period ran out",
                     self.stream.name,
@@ -190,7 +215,7 @@ class StreamRun:
             # Removed only once handled: a call cancelled by the grace period keeps its
             # events in the list, so they are reported as dropped.
             del self._leftover[:size]
-            self.handled += len(bulk)
+            self.stats.handled += len(bulk)
 
     def stop(self, grace_period: float) -> None:
         """Stop reading now; running and buffered handler calls get ``grace_period`` s."""
@@ -236,7 +261,7 @@ class StreamRun:
             # one that fails at once (refused, 500, garbage) backs off further each time.
             attempt = attempt + 1 if failed else 0
             delay = self._delay(attempt - 1 if failed else 0, failed=failed)
-            self.reconnects += 1
+            self.stats.reconnects += 1
             log.info(
                 "SSE stream %r: reconnecting in %.2f s (Last-Event-ID %r)",
                 stream.name,
@@ -280,7 +305,7 @@ class StreamRun:
             read=stream.read_timeout,
             connect=stream.connect_timeout,
         )
-        self.connections += 1
+        self.stats.connections += 1
         async with self.client.stream("GET", stream.url, headers=headers, timeout=timeout) as resp:
             if resp.status_code == 204:
                 self.finished = True
@@ -306,6 +331,7 @@ class StreamRun:
                 max_event_size=stream.max_event_size,
             )
             put = self.batcher.put
+            stats = self.stats
             try:
                 async for chunk in resp.aiter_bytes():
                     self._got_bytes = True
@@ -313,8 +339,11 @@ class StreamRun:
                     # Every event of the chunk goes to the batcher without awaiting, so a
                     # stop never strands parsed events; the pause for room comes between
                     # chunks.
+                    parsed = 0
                     while (event := parser.next_event()) is not None:
                         put(event)
+                        parsed += 1
+                    stats.received += parsed
                     self.last_event_id = parser.last_event_id
                     if parser.retry is not None:
                         self.retry = parser.retry
