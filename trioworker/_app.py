@@ -68,7 +68,6 @@ class App(MutableMapping[str, Any]):
         self.name = name or os.path.basename(sys.argv[0] or "trioworker") or "trioworker"
         self.grace_period = _settings.grace_period() if grace_period is None else grace_period
         self.amqp = AMQPBackend(self, url, _settings.prefetch() if prefetch is None else prefetch)
-        self.metrics = Metrics(self)
         self.http = HTTPBackend(
             self, host=http_host, port=http_port, health_path=health_path, metrics_path=metrics_path
         )
@@ -88,6 +87,9 @@ class App(MutableMapping[str, Any]):
         self.add_backend(self.http)
         self.sse = SSEBackend(self)
         self.add_backend(self.sse)
+        # Last: the registry collects once at creation to learn the metric names, and the
+        # collector reads every backend.
+        self.metrics = Metrics(self)
 
     # ------------------------------------------------------------- mapping
 

@@ -281,15 +281,11 @@ class _Collector(Collector):
 
         # Two streams may share a name (the default name is the URL without its query):
         # their numbers are added up so no series appears twice.
-        # The registry collects once while the App is being built (to learn the names),
-        # before ``app.sse`` exists: the families are yielded empty then.
-        sse = getattr(self.metrics.app, "sse", None)
+        sse = self.metrics.app.sse
         by_name: dict[str, list[StreamStats]] = {}
-        for stream in sse.streams if sse is not None else ():
+        for stream in sse.streams:
             by_name.setdefault(stream.name, []).append(stream.stats)
-        up: dict[str, int] = {}
-        for run in sse.runs if sse is not None else ():
-            up[run.stream.name] = up.get(run.stream.name, 0) + int(run.connected)
+        up = {run.stream.name for run in sse.runs if run.connected}
         for name, stats in by_name.items():
             for attr, family in counters.items():
                 family.add_metric([name], sum(getattr(st, attr) for st in stats))
@@ -303,7 +299,7 @@ class _Collector(Collector):
             )
             _add_histogram(durations, [name], merged)
             running.add_metric([name], sum(b.running for b in batchers))
-            connected.add_metric([name], min(up.get(name, 0), 1))
+            connected.add_metric([name], int(name in up))
 
         yield from counters.values()
         yield bulk_sizes
