@@ -15,7 +15,7 @@ Two phases, after 200 warm-up calls:
    ``p99_ms`` and ``latency_calls_per_s`` are from this phase;
 2. throughput: COUNT calls made by ``--callers`` concurrent tasks; ``seconds`` and
    ``msg_per_s`` (calls/s) are from this phase, ``messages`` is COUNT, and
-   ``cpu_us_per_call`` is this process's CPU time (server and callers) per call.
+   ``cpu_us_per_msg`` is this process's CPU time (server and callers) per call.
 
 ``--concurrency N`` sets the route's ``concurrency`` (default: the route's default);
 ``--handler-sleep S`` makes the handler await ``trio.sleep(S)`` first, like a handler that
@@ -27,12 +27,11 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
 from importlib.metadata import version
 from typing import Any
 
 import trio
-from _common import BODY, Result, now, parse_args, rss_mb
+from _common import BODY, Result, cpu, now, parse_args, rss_mb
 
 import trioworker
 from trioworker import Message
@@ -89,13 +88,13 @@ async def run(args: Any) -> Result:
                     if await client.call(queue, PAYLOAD) != PAYLOAD:
                         wrong += 1
 
-            cpu_start = time.process_time()
+            cpu_start = cpu()
             start = now()
             async with trio.open_nursery() as nursery:
                 for _ in range(args.callers):
                     nursery.start_soon(caller)
             seconds = now() - start
-            cpu_seconds = time.process_time() - cpu_start
+            cpu_seconds = cpu() - cpu_start
             if wrong:
                 raise RuntimeError(f"{wrong} wrong replies")
             rss_end = rss_mb()
@@ -106,6 +105,7 @@ async def run(args: Any) -> Result:
         scenario="rpc",
         messages=count,
         seconds=seconds,
+        cpu_seconds=cpu_seconds,
         rss_start_mb=rss_start,
         rss_end_mb=rss_end,
         extra={
@@ -114,7 +114,6 @@ async def run(args: Any) -> Result:
             "p50_ms": round(statistics.median(latencies) * 1000, 3),
             "p99_ms": round(percentile(latencies, 0.99) * 1000, 3),
             "latency_calls_per_s": round(args.latency_calls / latency_seconds, 1),
-            "cpu_us_per_call": round(cpu_seconds / count * 1e6, 1),
         },
     )
 

@@ -3,7 +3,7 @@
 Run from the aio-pika virtualenv:
     python benchmarks/bench_rpc_aiopika.py rpc QUEUE COUNT [--callers 64] [--latency-calls 2000]
 Prints one JSON line (see ``_common.Result``); the phases and figures are those of
-``bench_rpc.py`` (``cpu_us_per_call``: this process's CPU time, server and callers).
+``bench_rpc.py`` (``cpu_us_per_msg``: this process's CPU time per call, server and callers).
 
 Server (its own connection): ``queue.iterator()`` over QUEUE with QoS ``--prefetch``; for
 each request, ``async with message.process():`` publish the reply to ``reply_to`` through
@@ -22,12 +22,11 @@ import asyncio
 import json
 import statistics
 import sys
-import time
 import uuid
 from typing import Any
 
 import aio_pika
-from _common import BODY, Result, now, parse_args, rss_mb
+from _common import BODY, Result, cpu, now, parse_args, rss_mb
 from aio_pika.abc import AbstractIncomingMessage
 
 SYSTEM = "aio-pika"
@@ -132,11 +131,11 @@ async def run(args: Any) -> Result:
                 if await client.call(queue, PAYLOAD) != PAYLOAD:
                     wrong += 1
 
-        cpu_start = time.process_time()
+        cpu_start = cpu()
         start = now()
         await asyncio.gather(*(caller() for _ in range(args.callers)))
         seconds = now() - start
-        cpu_seconds = time.process_time() - cpu_start
+        cpu_seconds = cpu() - cpu_start
         if wrong:
             raise RuntimeError(f"{wrong} wrong replies")
         rss_end = rss_mb()
@@ -154,6 +153,7 @@ async def run(args: Any) -> Result:
         scenario="rpc",
         messages=count,
         seconds=seconds,
+        cpu_seconds=cpu_seconds,
         rss_start_mb=rss_start,
         rss_end_mb=rss_end,
         extra={
@@ -162,7 +162,6 @@ async def run(args: Any) -> Result:
             "p50_ms": round(statistics.median(latencies) * 1000, 3),
             "p99_ms": round(percentile(latencies, 0.99) * 1000, 3),
             "latency_calls_per_s": round(args.latency_calls / latency_seconds, 1),
-            "cpu_us_per_call": round(cpu_seconds / count * 1e6, 1),
         },
     )
 
