@@ -53,7 +53,7 @@ class StreamStats:
     time continues them. Plain ints, bumped once per chunk or bulk, never per scrape.
     """
 
-    __slots__ = ("batcher", "connections", "dropped", "failed", "handled", "received", "reconnects")
+    __slots__ = ("batcher", "dropped", "failed", "handled", "received", "reconnects")
 
     def __init__(self) -> None:
         #: Events parsed from the stream and handed to the batcher.
@@ -64,8 +64,6 @@ class StreamStats:
         self.failed = 0
         #: Events never handed to the handler: the grace period ran out at stop.
         self.dropped = 0
-        #: Requests sent (the first one and every reconnect).
-        self.connections = 0
         #: Reconnects scheduled: the stream failed or the server ended it.
         self.reconnects = 0
         #: Bulk sizes, handler durations and calls in progress.
@@ -305,7 +303,6 @@ class StreamRun:
             read=stream.read_timeout,
             connect=stream.connect_timeout,
         )
-        self.stats.connections += 1
         async with self.client.stream("GET", stream.url, headers=headers, timeout=timeout) as resp:
             if resp.status_code == 204:
                 self.finished = True
