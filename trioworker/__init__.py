@@ -16,15 +16,16 @@
 """
 
 from . import amqp, codecs
-from ._actions import Actions
-from ._app import App, StartupError, open_app
-from ._batcher import Batcher, HandlerTimeout
-from ._message import InvalidMessageBody, Message
-from ._timeit import Timeit
+from ._app import App, open_app
+from ._errors import StartupError
 from ._version import __version__
 from .amqp import RemoteError
+from .backends.amqp._message import InvalidMessageBody, Message
 from .codecs import Codec, register_codec
 from .http import HTTPError, Request, Response
+from .metrics._timeit import Timeit
+from .pipeline._actions import Actions
+from .pipeline._batcher import Batcher, HandlerTimeout
 from .sse import Event
 
 __all__ = [

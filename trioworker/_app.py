@@ -14,22 +14,19 @@ from typing import Any
 import trio
 
 from . import _settings
-from ._handlers import Handler
-from ._metrics import Metrics
+from ._errors import StartupError
 from .amqp import default_url, parse_url
-from .backends._base import Backend, Health
-from .backends.amqp import AMQPBackend
-from .backends.http import HTTPBackend
+from .backends.amqp._backend import AMQPBackend
+from .backends.http._backend import HTTPBackend
+from .backends.sse._backend import SSEBackend
 from .backends.timers import TimerBackend
-from .sse import SSEBackend
+from .metrics._collector import Metrics
+from .pipeline._backend import Backend, Health
+from .pipeline._handlers import Handler
 
 log = logging.getLogger("trioworker")
 
 Hook = Callable[["App"], Awaitable[None]]
-
-
-class StartupError(RuntimeError):
-    """An ``on_startup`` hook failed; the app did not start (no backend was started)."""
 
 
 class App(MutableMapping[str, Any]):

@@ -22,7 +22,7 @@ from tests.conftest import broker_address
 from tests.support import rabbitmqctl
 from tests.support.proxy import TCPProxy, open_tcp_proxy
 from trioworker import App, Message, open_app
-from trioworker.backends.amqp import _Supervisor
+from trioworker.backends.amqp._backend import _Supervisor
 
 from ._helpers import (
     channel_errors,

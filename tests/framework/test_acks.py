@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from trioworker import Actions
 from trioworker.amqp import ChannelClosedError, ConnectionLostError
-from trioworker.backends._acks import AckTracker
+from trioworker.backends.amqp._acks import AckTracker
 
 
 @dataclass(frozen=True)

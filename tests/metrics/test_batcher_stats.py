@@ -8,8 +8,8 @@ from collections.abc import Callable
 import trio
 
 from tests.framework.conftest import eventually
-from trioworker._batcher import Batcher, BatcherStats
-from trioworker._handlers import adapt
+from trioworker.pipeline._batcher import Batcher, BatcherStats
+from trioworker.pipeline._handlers import adapt
 
 
 def batcher(handler, *, stats: BatcherStats | None = None, **options: object) -> Batcher[int]:  # type: ignore[no-untyped-def]

@@ -14,8 +14,8 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from trioworker import Actions, App
-from trioworker._histogram import Histogram
-from trioworker._metrics import HTTP_BUCKETS
+from trioworker.metrics._collector import HTTP_BUCKETS
+from trioworker.pipeline._histogram import Histogram
 
 from ._scrape import names, scrape, value
 

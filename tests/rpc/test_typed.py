@@ -17,9 +17,9 @@ import trio
 from tests.rpc.conftest import MUST_HAPPEN, Broker, serving
 from tests.rpc.test_rpc_route import next_reply, reply_queue
 from trioworker import App, RemoteError, open_app
-from trioworker._typed import InvalidBody, body_type
 from trioworker.amqp import BasicProperties
 from trioworker.amqp._rpc import ERROR_HEADER
+from trioworker.backends.amqp._typed import InvalidBody, body_type
 
 
 @dataclasses.dataclass

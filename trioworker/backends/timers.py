@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._batcher import HandlerTimeout
-from .._handlers import Handler, adapt, handler_name
-from ._base import Health
+from ..pipeline._backend import Health
+from ..pipeline._batcher import HandlerTimeout
+from ..pipeline._handlers import Handler, adapt, handler_name
 
 if TYPE_CHECKING:
     from .._app import App

@@ -1,27 +1,20 @@
-"""HTTP routes for trioworker apps: requests, responses, routing, and the ASGI app.
+"""HTTP, the library part: requests, responses, errors and routing for trioworker apps.
 
 ``app.http`` (:class:`trioworker.backends.http.HTTPBackend`) registers routes and runs
-hypercorn; this package holds what it serves with. See docs/http.md.
+hypercorn with the ASGI app of :mod:`trioworker.backends.http`; this package holds what
+they serve with and imports nothing of the framework. See docs/http.md.
 """
 
-from ._asgi import UNMATCHED, ASGIApp
 from ._errors import BadRequest, HTTPError, PayloadTooLarge
 from ._request import Headers, QueryParams, Request
 from ._response import Response
-from ._routing import CONVERTERS, Resolution, Route, Router
 
 __all__ = [
-    "CONVERTERS",
-    "UNMATCHED",
-    "ASGIApp",
     "BadRequest",
     "HTTPError",
     "Headers",
     "PayloadTooLarge",
     "QueryParams",
     "Request",
-    "Resolution",
     "Response",
-    "Route",
-    "Router",
 ]

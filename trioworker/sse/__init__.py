@@ -1,23 +1,16 @@
-"""Server-Sent Events: ``app.sse.consume(url)`` streams batched into handlers.
-
-- :mod:`._parser`: the sans-IO ``text/event-stream`` parser (bytes in, events out).
-- :mod:`._stream`: one stream's reconnecting httpx reader feeding a batcher.
-- :mod:`._backend`: ``app.sse``, the backend the app runs.
+"""Server-Sent Events, the library part: a sans-IO ``text/event-stream`` parser and the
+event it yields. No I/O and no framework here (``app.sse`` lives in
+:mod:`trioworker.backends.sse`), so the parser can be used and tested on its own.
 """
 
-from ._backend import SSEBackend
-from ._event import Event
+from ._event import Event, SSEEvent
 from ._parser import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_LENGTH, EventParser, SSEProtocolError
-from ._stream import ErrorHook, SSEStream, StreamRun
 
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
     "DEFAULT_MAX_LINE_LENGTH",
-    "ErrorHook",
     "Event",
     "EventParser",
-    "SSEBackend",
+    "SSEEvent",
     "SSEProtocolError",
-    "SSEStream",
-    "StreamRun",
 ]

@@ -6,11 +6,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Event"]
+__all__ = ["Event", "SSEEvent"]
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class SSEEvent:
     """One dispatched Server-Sent Event.
 
     Attributes:
@@ -31,3 +31,8 @@ class Event:
     def json(self) -> Any:
         """``data`` parsed as JSON (``json.JSONDecodeError`` if it is not)."""
         return json.loads(self.data)
+
+
+#: The v0 name of :class:`SSEEvent`, kept for existing code (``from trioworker import Event``);
+#: new code should say ``SSEEvent``, which cannot be confused with ``trio.Event``.
+Event = SSEEvent

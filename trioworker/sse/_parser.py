@@ -1,4 +1,4 @@
-"""A sans-IO parser for ``text/event-stream``: bytes in, :class:`Event` objects out.
+"""A sans-IO parser for ``text/event-stream``: bytes in, :class:`SSEEvent` objects out.
 
 It implements the "interpreting an event stream" rules of the WHATWG HTML standard
 (section 9.2.6, Server-sent events) and imports no I/O: the trio layer feeds it whatever
@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 
-from ._event import Event
+from ._event import SSEEvent
 
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
@@ -113,7 +113,7 @@ class EventParser:
             self._pos = 0
         self._buffer += data
 
-    def next_event(self) -> Event | None:
+    def next_event(self) -> SSEEvent | None:
         """The next complete event, or ``None`` if more bytes are needed.
 
         Raises :class:`SSEProtocolError` (again and again: it is sticky) once the stream
@@ -170,7 +170,7 @@ class EventParser:
 
     # ----------------------------------------------------------- fields
 
-    def _process(self, raw: bytes) -> Event | None:
+    def _process(self, raw: bytes) -> SSEEvent | None:
         if not raw:
             return self._dispatch()
         try:
@@ -203,7 +203,7 @@ class EventParser:
             self.retry = self._event_retry = int(value)
         return None
 
-    def _dispatch(self) -> Event | None:
+    def _dispatch(self) -> SSEEvent | None:
         data = self._data
         name = self._event_name
         retry = self._event_retry
@@ -214,7 +214,7 @@ class EventParser:
         self.last_event_id = self._id_buffer
         if not data:
             return None
-        return Event(
+        return SSEEvent(
             data="\n".join(data),
             name=name or "message",
             id=self._id_buffer,

@@ -10,14 +10,14 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
-from .. import _settings
-from .._handlers import Handler
-from ..backends._base import Health
-from ._parser import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_LENGTH
+from ... import _settings
+from ...pipeline._backend import Health
+from ...pipeline._handlers import Handler
+from ...sse._parser import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_LENGTH
 from ._stream import ErrorHook, SSEStream, StreamRun
 
 if TYPE_CHECKING:
-    from .._app import App
+    from ..._app import App
 
 __all__ = ["SSEBackend"]
 

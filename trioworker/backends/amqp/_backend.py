@@ -23,19 +23,14 @@ import contextlib
 import dataclasses
 import json
 import logging
-import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import trio
 
-from .. import _settings
-from .._actions import Actions
-from .._batcher import Batcher
-from .._handlers import Handler, adapt, handler_name
-from .._message import Message
-from ..amqp import (
+from ... import _settings
+from ...amqp import (
     AMQPConnectionError,
     AMQPError,
     BasicProperties,
@@ -49,29 +44,24 @@ from ..amqp import (
     connect,
     parse_url,
 )
-from ..amqp._rpc import RpcClient
-from ..codecs import Codec, get_codec
+from ...amqp._rpc import RpcClient
+from ...codecs import Codec, get_codec
+from ...pipeline._actions import Actions
+from ...pipeline._backend import Health
+from ...pipeline._backoff import backoff_delay
+from ...pipeline._batcher import Batcher
+from ...pipeline._handlers import Handler, adapt, handler_name
 from ._acks import AckTracker
-from ._base import Health
+from ._message import Message
 from ._route_stats import RouteStats
 from ._rpc_route import rpc_handler, typed_consume_handler
 
 if TYPE_CHECKING:
-    from .._app import App
+    from ..._app import App
 
 log = logging.getLogger("trioworker.amqp")
 
 DEFAULT_CONNECTION = "default"
-
-
-def backoff_delay(attempt: int, *, base: float = 0.1, cap: float = 10.0) -> float:
-    """Exponential backoff with jitter: ``base * 2**attempt`` capped, times U(0.5, 1).
-
-    The jitter spreads the reconnects of many workers after a broker restart, so they do
-    not all arrive in the same instant.
-    """
-    delay: float = min(cap, base * (2 ** min(attempt, 30)))
-    return delay * random.uniform(0.5, 1.0)
 
 
 @dataclasses.dataclass(eq=False)

@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 from collections import deque
 
-from .._actions import Actions
-from ..amqp import AMQPError, Channel
+from ...amqp import AMQPError, Channel
+from ...pipeline._actions import Actions
 
 log = logging.getLogger("trioworker.amqp")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .._actions import Actions
-from .._batcher import BatcherStats
+from ...pipeline._actions import Actions
+from ...pipeline._batcher import BatcherStats
 
 __all__ = ["QueueCounters", "RouteStats"]
 

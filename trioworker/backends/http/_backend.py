@@ -21,17 +21,17 @@ import hypercorn.trio
 import trio
 from hypercorn.config import Config
 
-from .. import _settings
-from .._handlers import adapt
-from ..http._asgi import ASGIApp
-from ..http._response import Response
-from ..http._routing import Router
-from ._base import Health
+from ... import _settings
+from ...http._response import Response
+from ...http._routing import Router
+from ...pipeline._backend import Health
+from ...pipeline._handlers import adapt
+from ._asgi import ASGIApp
 
 if TYPE_CHECKING:
     from hypercorn.typing import Framework
 
-    from .._app import App
+    from ..._app import App
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "HTTPBackend"]
 
@@ -315,7 +315,7 @@ class HTTPBackend:
         log.info("HTTP server stopped")
 
     def _startup_error(self, failure: Exception) -> Exception:
-        from .._app import StartupError  # _app imports this module
+        from ..._errors import StartupError
 
         os_error = _find_os_error(failure)
         reason = os_error.strerror or str(os_error) if os_error is not None else repr(failure)

@@ -13,13 +13,13 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from ._errors import HTTPError
-from ._request import ClientDisconnect, Request
-from ._response import Response, to_response
-from ._routing import METHODS
+from ...http._errors import HTTPError
+from ...http._request import ClientDisconnect, Request
+from ...http._response import Response, to_response
+from ...http._routing import METHODS
 
 if TYPE_CHECKING:
-    from ..backends.http import HTTPBackend
+    from ._backend import HTTPBackend
 
 __all__ = ["UNMATCHED", "ASGIApp"]
 

@@ -7,7 +7,7 @@ Nothing is recorded through prometheus-client calls. The AMQP consume path handl
 thousands of messages a second, so the backend bumps plain ``int`` attributes (per route and
 queue: ``RouteStats``; per bulk: ``BatcherStats``; per connection: the supervisor) and
 :class:`_Collector` turns them into metric families when Prometheus scrapes. HTTP requests
-are counted the same way, into :class:`~trioworker._histogram.Histogram` s, which also keeps
+are counted the same way, into :class:`~trioworker.pipeline.Histogram` s, which also keeps
 the exposition free of the ``_created`` series prometheus-client's own metrics add.
 
 See docs/metrics.md for every metric, its labels and example queries.
@@ -28,12 +28,12 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from ._batcher import OUTCOMES, BatcherStats
-from ._histogram import DURATION_BOUNDS, SIZE_BOUNDS, Histogram
+from ..pipeline._batcher import OUTCOMES, BatcherStats
+from ..pipeline._histogram import DURATION_BOUNDS, SIZE_BOUNDS, Histogram
 
 if TYPE_CHECKING:
-    from ._app import App
-    from .sse._stream import StreamStats
+    from .._app import App
+    from ..backends.sse._stream import StreamStats
 
 __all__ = ["HTTP_BUCKETS", "Metrics"]
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import trio
 
-from .._handlers import Handler, adapt
-from .._message import Message
-from .._typed import BodyType, InvalidBody, body_type
-from ..amqp import AMQPError, BasicProperties
-from ..amqp._rpc import ERROR_HEADER
-from ..codecs import Codec, CodecError, codec_for, get_codec
+from ...amqp import AMQPError, BasicProperties
+from ...amqp._rpc import ERROR_HEADER
+from ...codecs import Codec, CodecError, codec_for, get_codec
+from ...pipeline._handlers import Handler, adapt
+from ._message import Message
+from ._typed import BodyType, InvalidBody, body_type
 
 log = logging.getLogger("trioworker.amqp")
 

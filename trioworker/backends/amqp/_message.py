@@ -6,11 +6,11 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._actions import Actions
+from ...pipeline._actions import Actions
 
 if TYPE_CHECKING:
-    from .amqp import BasicProperties, Delivery
-    from .backends._acks import AckTracker
+    from ...amqp import BasicProperties, Delivery
+    from ._acks import AckTracker
 
 log = logging.getLogger("trioworker.amqp")
 

@@ -26,11 +26,11 @@ from typing import Any
 import httpx
 import trio
 
-from .._batcher import Batcher, BatcherStats
-from .._handlers import Handler, adapt
-from ..backends.amqp import backoff_delay
-from ._event import Event
-from ._parser import EventParser, SSEProtocolError
+from ...pipeline._backoff import backoff_delay
+from ...pipeline._batcher import Batcher, BatcherStats
+from ...pipeline._handlers import Handler, adapt
+from ...sse._event import Event
+from ...sse._parser import EventParser, SSEProtocolError
 
 log = logging.getLogger("trioworker.sse")
 

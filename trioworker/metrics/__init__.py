@@ -1,0 +1,10 @@
+"""Prometheus metrics of an app (``app.metrics``, ``GET /metrics``) and timing helpers.
+
+Backends count into plain attributes; :class:`Metrics` turns them into metric families
+only when Prometheus scrapes (see :mod:`._collector`).
+"""
+
+from ._collector import Metrics
+from ._timeit import Timeit
+
+__all__ = ["Metrics", "Timeit"]
