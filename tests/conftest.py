@@ -17,6 +17,9 @@ import pytest
 
 from tests.support import rabbitmqctl
 
+# The framework suites' shared fixtures (``broker``, ``make_app``, ``broker_host_port``).
+pytest_plugins = ["tests.support.broker"]
+
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 AMQP_URL_ENV = "TRIOWORKER_TEST_AMQP_URL"
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"

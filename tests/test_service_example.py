@@ -17,9 +17,8 @@ import httpx
 import pytest
 import trio
 
+from tests.backends.sse._server import running_server
 from trioworker.amqp import connect, rpc_client
-
-from .sse._server import running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"

@@ -12,8 +12,8 @@ from collections.abc import Callable
 import pytest
 import trio
 
-from tests.framework.conftest import MUST_HAPPEN, Broker, eventually
 from tests.support import rabbitmqctl
+from tests.support.broker import MUST_HAPPEN, Broker, eventually
 from tests.support.proxy import open_tcp_proxy
 from trioworker import App, Message, open_app
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import trio
 
-from tests.framework.conftest import eventually
+from tests.support.broker import eventually
 from trioworker.pipeline._batcher import Batcher, BatcherStats
 from trioworker.pipeline._handlers import adapt
 

@@ -3,7 +3,7 @@
 pamqp is the reference codec and handles every frame. The few frames on the hot paths —
 ``Basic.Publish``/content header/body going out, ``Basic.Deliver``/``Basic.Ack`` coming in,
 acks and rejects going out — are hand-encoded here because pamqp's generic, attribute-driven
-(un)marshalling dominated consume time in profiles. tests/unit/test_frames.py proves
+(un)marshalling dominated consume time in profiles. tests/amqp/protocol/test_frames.py proves
 every function here byte-for-byte equal to pamqp on generated inputs.
 
 Frame layout (AMQP 0-9-1 section 2.3.5)::

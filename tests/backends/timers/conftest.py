@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import trio
 
-from tests.framework.conftest import broker, make_app  # noqa: F401 - fixtures used here too
 from trioworker import App
 from trioworker.backends.timers import TimerBackend
 

@@ -6,10 +6,9 @@ import pytest
 import trio
 import trio.testing
 
+from tests.support.helpers import MUST_HAPPEN, with_query
 from tests.support.proxy import open_tcp_proxy
 from trioworker.amqp import Connection, ConnectionLostError, connect
-
-from .helpers import MUST_HAPPEN, with_query
 
 pytestmark = pytest.mark.broker
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.framework.conftest import eventually
+from tests.support.broker import eventually
 from trioworker import App
 
 

@@ -6,6 +6,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.support.helpers import MUST_HAPPEN
 from tests.support.proxy import open_tcp_proxy
 from trioworker.amqp import (
     ChannelClosedError,
@@ -16,8 +17,6 @@ from trioworker.amqp import (
     connect,
 )
 from trioworker.amqp.protocol import ChannelState
-
-from .helpers import MUST_HAPPEN
 
 pytestmark = pytest.mark.broker
 

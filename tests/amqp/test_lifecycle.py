@@ -8,6 +8,7 @@ import trio.lowlevel
 import trio.testing
 
 from tests.support import rabbitmqctl
+from tests.support.helpers import MUST_HAPPEN, eventually
 from tests.support.proxy import open_tcp_proxy
 from trioworker.amqp import (
     Channel,
@@ -15,8 +16,6 @@ from trioworker.amqp import (
     NotFoundError,
     connect,
 )
-
-from .helpers import MUST_HAPPEN, eventually
 
 pytestmark = pytest.mark.broker
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 import trio
 
-from tests.framework.conftest import MUST_HAPPEN, Broker, eventually
+from tests.support.broker import MUST_HAPPEN, Broker, eventually
 from trioworker import App, open_app
 
 pytestmark = pytest.mark.broker

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.rpc.conftest import MUST_HAPPEN, Broker, serving
+from tests.backends.amqp.rpc.conftest import MUST_HAPPEN, Broker, serving
 from trioworker import App, Message, open_app
 from trioworker.amqp import BasicProperties, Channel, Delivery
 from trioworker.amqp._rpc import ERROR_HEADER

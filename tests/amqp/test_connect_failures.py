@@ -10,6 +10,7 @@ from pamqp import commands
 from pamqp import frame as pamqp_frame
 
 from tests.support.fake_servers import closing_server, free_port, garbage_server, silent_server
+from tests.support.helpers import with_credentials, with_query, with_vhost
 from trioworker.amqp import (
     AMQPConnectionError,
     AuthenticationError,
@@ -20,8 +21,6 @@ from trioworker.amqp import (
     VirtualHostError,
     connect,
 )
-
-from .helpers import with_credentials, with_query, with_vhost
 
 pytestmark = pytest.mark.broker
 

@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.support.helpers import MUST_HAPPEN, eventually, nothing_more, take, with_query
 from tests.support.proxy import open_tcp_proxy
 from trioworker.amqp import (
     BasicProperties,
@@ -20,8 +21,6 @@ from trioworker.amqp import (
     connect,
 )
 from trioworker.amqp.protocol import _frames as frames
-
-from .helpers import MUST_HAPPEN, eventually, nothing_more, take, with_query
 
 pytestmark = pytest.mark.broker
 

@@ -14,8 +14,8 @@ import pydantic
 import pytest
 import trio
 
-from tests.rpc.conftest import MUST_HAPPEN, Broker, serving
-from tests.rpc.test_rpc_route import next_reply, reply_queue
+from tests.backends.amqp.rpc.conftest import MUST_HAPPEN, Broker, serving
+from tests.backends.amqp.rpc.test_rpc_route import next_reply, reply_queue
 from trioworker import App, RemoteError, open_app
 from trioworker.amqp import BasicProperties
 from trioworker.amqp._rpc import ERROR_HEADER

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import trio
 
-from tests.rpc.conftest import MUST_HAPPEN, Broker, serving
-from tests.rpc.test_rpc_route import next_reply, reply_queue
+from tests.backends.amqp.rpc.conftest import MUST_HAPPEN, Broker, serving
+from tests.backends.amqp.rpc.test_rpc_route import next_reply, reply_queue
 from trioworker import App, Codec, Message, open_app, register_codec
 from trioworker.amqp import BasicProperties, rpc_client
 from trioworker.codecs import CodecError, codec_for, get_codec

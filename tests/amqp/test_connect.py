@@ -8,9 +8,8 @@ import pytest
 import trio
 
 from tests.support import rabbitmqctl
+from tests.support.helpers import MUST_HAPPEN, with_query
 from trioworker.amqp import Connection, connect
-
-from .helpers import MUST_HAPPEN, with_query
 
 pytestmark = pytest.mark.broker
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.helpers import eventually, nothing_more, take
 from trioworker.amqp import (
     BasicProperties,
     Channel,
@@ -11,8 +12,6 @@ from trioworker.amqp import (
     NotFoundError,
     PreconditionFailedError,
 )
-
-from .helpers import eventually, nothing_more, take
 
 pytestmark = pytest.mark.broker
 

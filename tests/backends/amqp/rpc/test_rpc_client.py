@@ -14,7 +14,7 @@ import pika
 import pytest
 import trio
 
-from tests.rpc.conftest import MUST_HAPPEN, Broker, serving
+from tests.backends.amqp.rpc.conftest import MUST_HAPPEN, Broker, serving
 from trioworker import App, Message, RemoteError, open_app
 from trioworker.amqp import NoRouteError, rpc_client
 from trioworker.amqp._rpc import REPLY_TO

@@ -1,4 +1,5 @@
-"""Fixtures for the RPC and codec tests: the framework's ``broker`` and ``make_app``, plus
+"""Fixtures for the RPC and codec tests (``broker`` and ``make_app`` come from
+tests.support.broker), plus
 ``serving``, which waits until an app's routes consume (so a call is not returned as
 unroutable because the route has not declared its queue yet)."""
 
@@ -6,10 +7,10 @@ from __future__ import annotations
 
 import trio
 
-from tests.framework.conftest import MUST_HAPPEN, Broker, broker, eventually, make_app
+from tests.support.broker import MUST_HAPPEN, Broker, eventually
 from trioworker import App
 
-__all__ = ["MUST_HAPPEN", "Broker", "broker", "eventually", "make_app", "serving"]
+__all__ = ["MUST_HAPPEN", "Broker", "eventually", "serving"]
 
 
 async def serving(app: App) -> None:

@@ -23,7 +23,7 @@ import pytest
 import trio
 
 import trioworker.backends.amqp._backend as amqp_backend
-from tests.framework.conftest import MUST_HAPPEN, Broker, eventually
+from tests.support.broker import MUST_HAPPEN, Broker, eventually
 from tests.support.proxy import open_tcp_proxy
 from trioworker import (
     Actions,

@@ -1,4 +1,4 @@
-"""Fixtures for the framework's broker tests.
+"""Fixtures for the framework's broker tests (a pytest plugin the root conftest loads).
 
 ``broker`` is a helper connection (trioworker's AMQP client, already tested on its own) for
 setting the stage and inspecting the outcome: declare queues, fill them, count ready
@@ -17,8 +17,8 @@ import pytest
 import trio
 
 from tests.conftest import broker_address
-from tests.integration.helpers import eventually
 from tests.support import rabbitmqctl
+from tests.support.helpers import eventually
 from trioworker import App
 from trioworker.amqp import (
     AMQPError,
@@ -30,7 +30,6 @@ from trioworker.amqp import (
     connect,
 )
 
-# Shared with the other framework-level suites (metrics, rpc, timers).
 __all__ = ["MUST_HAPPEN", "Broker", "eventually"]
 
 #: Upper bound for things that must happen (generous: CI machines are slow).

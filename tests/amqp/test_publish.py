@@ -6,6 +6,7 @@ import pytest
 import trio
 
 from tests.support import rabbitmqctl
+from tests.support.helpers import MUST_HAPPEN, eventually
 from trioworker.amqp import (
     Channel,
     Connection,
@@ -15,8 +16,6 @@ from trioworker.amqp import (
     Returned,
     connect,
 )
-
-from .helpers import MUST_HAPPEN, eventually
 
 pytestmark = pytest.mark.broker
 

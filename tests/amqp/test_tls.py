@@ -7,10 +7,9 @@ import os
 import pytest
 import trio
 
+from tests.support.helpers import MUST_HAPPEN, with_query
 from tests.support.tls import open_tls_proxy
 from trioworker.amqp import ConnectError, connect
-
-from .helpers import MUST_HAPPEN, with_query
 
 pytestmark = pytest.mark.broker
 

@@ -1,1 +1,0 @@
-"""Tests of the worker framework: batcher, ack coalescing, Timeit, and App/AMQP routes."""
