@@ -84,9 +84,11 @@ class App(MutableMapping[str, Any]):
         self.add_backend(self.http)
         self.sse = SSEBackend(self)
         self.add_backend(self.sse)
-        # Last: the registry collects once at creation to learn the metric names, and the
-        # collector reads every backend.
-        self.metrics = Metrics(self)
+        # Last: the registry collects once at creation to learn the metric names, so every
+        # source must exist by then.
+        self.metrics = Metrics()
+        self.metrics.add_source(self.amqp.collect)
+        self.metrics.add_source(self.sse.collect)
 
     # ------------------------------------------------------------- mapping
 

@@ -31,7 +31,7 @@ from ..pipeline._batcher import HandlerTimeout
 from ..pipeline._handlers import Handler, adapt, handler_name
 
 if TYPE_CHECKING:
-    from .._app import App
+    from ..pipeline import AppServices
 
 __all__ = ["STUCK_MARGIN", "Timer", "TimerBackend"]
 
@@ -98,7 +98,7 @@ class TimerBackend:
 
     name = "timers"
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: AppServices) -> None:
         self.app = app
         self.timers: list[Timer] = []
         self._ids = itertools.count()

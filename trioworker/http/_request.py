@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl
 
 from ._errors import BadRequest, PayloadTooLarge
-
-if TYPE_CHECKING:
-    from .._app import App
 
 __all__ = ["ClientDisconnect", "Headers", "QueryParams", "Request"]
 
@@ -106,7 +103,7 @@ class Request:
         scope: Mapping[str, Any],
         receive: Receive,
         *,
-        app: App,
+        app: Any,
         path_params: dict[str, Any] | None = None,
         route: str | None = None,
         max_body_size: int | None = None,

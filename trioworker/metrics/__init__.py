@@ -4,7 +4,8 @@ Backends count into plain attributes; :class:`Metrics` turns them into metric fa
 only when Prometheus scrapes (see :mod:`._collector`).
 """
 
-from ._collector import Metrics
+from ._collector import Metrics, MetricsSource
+from ._families import add_histogram, merged
 from ._timeit import Timeit
 
-__all__ = ["Metrics", "Timeit"]
+__all__ = ["Metrics", "MetricsSource", "Timeit", "add_histogram", "merged"]

@@ -23,11 +23,12 @@ import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import trio
+from prometheus_client.metrics_core import Metric
 
 from ... import _settings
 from ...amqp import (
@@ -53,11 +54,12 @@ from ...pipeline._batcher import Batcher
 from ...pipeline._handlers import Handler, adapt, handler_name
 from ._acks import AckTracker
 from ._message import Message
+from ._metrics import amqp_families
 from ._route_stats import RouteStats
 from ._rpc_route import rpc_handler, typed_consume_handler
 
 if TYPE_CHECKING:
-    from ..._app import App
+    from ...pipeline import AppServices
 
 log = logging.getLogger("trioworker.amqp")
 
@@ -478,7 +480,7 @@ class AMQPBackend:
 
     name = "amqp"
 
-    def __init__(self, app: App, url: str, prefetch: int) -> None:
+    def __init__(self, app: AppServices, url: str, prefetch: int) -> None:
         self.app = app
         self.url = url
         self.prefetch = prefetch
@@ -709,6 +711,10 @@ class AMQPBackend:
         """Always: even without routes, the app publishes and calls through it."""
         return True
 
+    def collect(self) -> Iterator[Metric]:
+        """This backend's metric families, for ``app.metrics`` (a :data:`MetricsSource`)."""
+        return amqp_families(self)
+
     def health(self) -> Health:
         """Healthy when every connection is open and every route consumes all its queues."""
         problems: list[str] = []
@@ -730,7 +736,7 @@ class AMQPBackend:
         for sup in self._supervisors.values():
             sup.reset()
         async with trio.open_nursery() as nursery:
-            if not self._supervisors and self.app._publishing_wanted:
+            if not self._supervisors and getattr(self.app, "_publishing_wanted", True):
                 self._supervisor(DEFAULT_CONNECTION, None)
             self._nursery = nursery  # from now on, new supervisors start at once
             for sup in list(self._supervisors.values()):

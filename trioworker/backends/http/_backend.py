@@ -31,7 +31,7 @@ from ._asgi import ASGIApp
 if TYPE_CHECKING:
     from hypercorn.typing import Framework
 
-    from ..._app import App
+    from ...pipeline import AppServices
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "HTTPBackend"]
 
@@ -102,7 +102,7 @@ class HTTPBackend:
 
     def __init__(
         self,
-        app: App,
+        app: AppServices,
         *,
         host: str | None = None,
         port: int | None = None,

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
 import trio
+from prometheus_client.metrics_core import Metric
 
 from ... import _settings
 from ...pipeline._backend import Health
 from ...pipeline._handlers import Handler
 from ...sse._parser import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_LENGTH
+from ._metrics import sse_families
 from ._stream import ErrorHook, SSEStream, StreamRun
 
 if TYPE_CHECKING:
-    from ..._app import App
+    from ...pipeline import AppServices
 
 __all__ = ["SSEBackend"]
 
@@ -39,7 +41,7 @@ class SSEBackend:
 
     name = "sse"
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: AppServices) -> None:
         self.app = app
         self.streams: list[SSEStream] = []
         self.runs: list[StreamRun] = []
@@ -133,6 +135,10 @@ class SSEBackend:
     def active(self) -> bool:
         """True once at least one stream is registered."""
         return bool(self.streams)
+
+    def collect(self) -> Iterator[Metric]:
+        """This backend's metric families, for ``app.metrics`` (a :data:`MetricsSource`)."""
+        return sse_families(self)
 
     def health(self) -> Health:
         """Healthy when every stream is connected (a stream the server ended with 204

@@ -1,0 +1,144 @@
+"""The AMQP backend's Prometheus metric families, built from its plain counters at scrape
+time (``RouteStats`` per route and queue, ``BatcherStats`` per bulk, the supervisors' own
+counts). See docs/metrics.md for every metric and its labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from ...metrics import add_histogram, merged
+from ...pipeline import BatcherStats
+from ...pipeline._batcher import OUTCOMES
+from ...pipeline._histogram import DURATION_BOUNDS, SIZE_BOUNDS
+
+if TYPE_CHECKING:
+    from ._backend import AMQPBackend
+
+__all__ = ["amqp_families"]
+
+
+def amqp_families(backend: AMQPBackend) -> Iterator[Metric]:
+    route_labels = ["route", "queue", "connection"]
+    received = CounterMetricFamily(
+        "trioworker_amqp_messages_received",
+        "Deliveries handed to a route, by route, queue and connection.",
+        labels=route_labels,
+    )
+    settled = {
+        kind: CounterMetricFamily(
+            f"trioworker_amqp_messages_{kind}",
+            text,
+            labels=route_labels,
+        )
+        for kind, text in (
+            ("acked", "Messages acknowledged (done), by route, queue and connection."),
+            (
+                "rejected",
+                "Messages rejected without requeue (dead-lettered or dropped by the broker).",
+            ),
+            (
+                "requeued",
+                "Messages returned to their queue: handler failure, per-message requeue, "
+                "or unhandled at shutdown.",
+            ),
+            (
+                "dropped",
+                "Decisions not sent because the delivery's channel was gone; the broker "
+                "redelivers those messages.",
+            ),
+        )
+    }
+    bulk_labels = ["route", "connection"]
+    bulk_sizes = HistogramMetricFamily(
+        "trioworker_amqp_bulk_size",
+        "Messages per bulk handed to a route's handler.",
+        labels=bulk_labels,
+    )
+    flushes = CounterMetricFamily(
+        "trioworker_amqp_bulks_flushed",
+        'Bulks formed, by why: reason="size" (full) or "time" (flush_interval passed).',
+        labels=[*bulk_labels, "reason"],
+    )
+    durations = HistogramMetricFamily(
+        "trioworker_amqp_handler_duration_seconds",
+        "Time of one handler call (one bulk), by outcome: ok, error, timeout, cancelled.",
+        labels=[*bulk_labels, "outcome"],
+    )
+    running = GaugeMetricFamily(
+        "trioworker_amqp_handlers_running",
+        "Handler calls in progress.",
+        labels=bulk_labels,
+    )
+    buffered = GaugeMetricFamily(
+        "trioworker_amqp_messages_buffered",
+        "Deliveries received and not yet handed to a handler (buffered, or in a bulk "
+        "still filling up).",
+        labels=bulk_labels,
+    )
+    reconnects = CounterMetricFamily(
+        "trioworker_amqp_reconnects",
+        "Connections lost or refused, each followed by a reconnect attempt.",
+        labels=["connection"],
+    )
+    up = GaugeMetricFamily(
+        "trioworker_amqp_connection_up",
+        "1 while the AMQP connection is open, 0 while it is down or reconnecting.",
+        labels=["connection"],
+    )
+
+    # Two routes may share a name on one connection (the default name is the handler's
+    # qualified name); their numbers are added up so no series appears twice.
+    queue_counts: dict[tuple[str, str, str], list[int]] = {}
+    bulk_stats: dict[tuple[str, str], list[BatcherStats]] = {}
+    live: dict[tuple[str, str], list[int]] = {}
+    for sup in backend.supervisors:
+        connection = sup.name
+        conn = sup.connection
+        reconnects.add_metric([connection], sup.reconnects)
+        up.add_metric([connection], 0 if conn is None or conn.is_closed else 1)
+        for route in sup.routes:
+            for queue, c in route.stats.queues.items():
+                counts = queue_counts.setdefault((route.name, queue, connection), [0] * 5)
+                for i, n in enumerate((c.received, c.acked, c.rejected, c.requeued, c.dropped)):
+                    counts[i] += n
+            bulk_stats.setdefault((route.name, connection), []).append(route.stats.batcher)
+        for run in sup._runs:
+            if run.connection.is_closed:
+                continue  # what it still buffers is lost with it: the broker redelivers
+            key = (run.route.name, connection)
+            gauge = live.setdefault(key, [0])
+            gauge[0] += run.batcher.waiting
+
+    for queue_labels, counts in queue_counts.items():
+        received.add_metric(list(queue_labels), counts[0])
+        for metric, n in zip(settled.values(), counts[1:], strict=True):
+            metric.add_metric(list(queue_labels), n)
+    for (route_name, connection), stats in bulk_stats.items():
+        labels = [route_name, connection]
+        add_histogram(bulk_sizes, labels, merged(SIZE_BOUNDS, [s.bulk_sizes for s in stats]))
+        flushes.add_metric([*labels, "size"], sum(s.flushed_by_size for s in stats))
+        flushes.add_metric([*labels, "time"], sum(s.flushed_by_time for s in stats))
+        for outcome in OUTCOMES:
+            total = merged(DURATION_BOUNDS, (s.durations[outcome] for s in stats))
+            add_histogram(durations, [*labels, outcome], total)
+        running.add_metric(labels, sum(s.running for s in stats))
+        buffered.add_metric(labels, live.get((route_name, connection), [0])[0])
+
+    yield received
+    yield from settled.values()
+    yield bulk_sizes
+    yield flushes
+    yield durations
+    yield running
+    yield buffered
+    yield reconnects
+    yield up
