@@ -105,7 +105,6 @@ class TimerBackend:
         self._ticks: trio.Nursery | None = None
         self._runs: trio.Nursery | None = None
         self._stop: trio.Event | None = None
-        self._done: trio.Event | None = None
         self._running_total = 0
         self._idle = trio.Event()
         self._idle.set()
@@ -201,7 +200,6 @@ class TimerBackend:
         on its own) and a warning names them.
         """
         stop = self._stop = trio.Event()
-        done = self._done = trio.Event()
         if self.app.shutting_down:
             stop.set()  # stop() came before this task started (start_backend races it)
         try:
@@ -220,25 +218,12 @@ class TimerBackend:
         finally:
             self._runs = None
             self._stop = None
-            self._done = None
-            done.set()
 
     def stop(self) -> None:
         """No more ticks; running handlers get the grace period (see :meth:`run`)."""
         self._ticks = None  # a timer registered from now on waits for the next serve
         if self._stop is not None:
             self._stop.set()
-
-    async def drain(self) -> None:
-        """:meth:`stop`, then wait until :meth:`run` has returned (at once if not running).
-
-        The app calls this before it stops the other backends: a run finishing in its grace
-        period may still publish, so the AMQP connections must outlive it.
-        """
-        self.stop()
-        done = self._done
-        if done is not None:
-            await done.wait()
 
     # ----------------------------------------------------------- internals
 

@@ -29,8 +29,6 @@ class Timeit:
     sharing it). The callback runs even when the block raises; the exception propagates.
     """
 
-    TRANSACTIONS_KEY = "transactions"
-
     def __init__(self, name: str, callback: TimeitCallback | None = None) -> None:
         self.name = name
         self.callback = callback

@@ -1,6 +1,6 @@
 """Bulks: group items, call a handler with each group, report the outcome.
 
-The batcher knows nothing about AMQP or SSE (design.md, layering rule 4). It takes items
+The batcher knows nothing about AMQP or SSE (docs/architecture.md, the pipeline). It takes items
 with :meth:`Batcher.put`, forms bulks of ``bulk_size`` items — flushing a smaller bulk once
 ``flush_interval`` seconds have passed since its *first* item arrived — and runs the handler
 on each, at most ``concurrency`` at once. For every bulk it reports ``(bulk, error)`` to
@@ -50,24 +50,24 @@ class BatcherStats:
     the grace period, connection lost).
     """
 
-    __slots__ = (
-        "bulk_sizes",
-        "bulks",
-        "durations",
-        "flushed_by_size",
-        "flushed_by_time",
-        "items",
-        "running",
-    )
+    __slots__ = ("bulk_sizes", "durations", "flushed_by_size", "flushed_by_time", "running")
 
     def __init__(self) -> None:
-        self.items = 0
-        self.bulks = 0
         self.flushed_by_size = 0
         self.flushed_by_time = 0
         self.running = 0
         self.bulk_sizes = Histogram(SIZE_BOUNDS)
         self.durations = {outcome: Histogram(DURATION_BOUNDS) for outcome in OUTCOMES}
+
+    @property
+    def bulks(self) -> int:
+        """Bulks handed to the handler (read from ``bulk_sizes``: one count per bulk)."""
+        return self.bulk_sizes.count
+
+    @property
+    def items(self) -> int:
+        """Items handed to the handler, in all bulks (the sum of ``bulk_sizes``)."""
+        return int(self.bulk_sizes.sum)
 
 
 class Batcher(Generic[T]):
@@ -192,8 +192,6 @@ class Batcher(Generic[T]):
                         self.stats.flushed_by_size += 1
                 else:
                     self.stats.flushed_by_size += 1
-                self.stats.bulks += 1
-                self.stats.items += len(bulk)
                 self.stats.bulk_sizes.observe(len(bulk))
                 if self.concurrency == 1:
                     await self._call(bulk)

@@ -11,6 +11,8 @@ import trio
 
 from ._batcher import HandlerTimeout
 
+__all__ = ["Handler", "adapt", "handler_name", "is_async"]
+
 Handler = Callable[..., Any]
 
 
@@ -24,12 +26,7 @@ def is_async(handler: Handler) -> bool:
     )
 
 
-def adapt(
-    handler: Handler,
-    *,
-    timeout: float | None = None,
-    thread_limiter: trio.CapacityLimiter | None = None,
-) -> Callable[..., Awaitable[Any]]:
+def adapt(handler: Handler, *, timeout: float | None = None) -> Callable[..., Awaitable[Any]]:
     """Return an async callable running ``handler`` with the given ``timeout``.
 
     A plain ``def`` handler runs in a worker thread (``trio.to_thread.run_sync``) so it
@@ -42,9 +39,7 @@ def adapt(
     else:
 
         async def call(*args: Any) -> Any:
-            return await trio.to_thread.run_sync(
-                handler, *args, limiter=thread_limiter, abandon_on_cancel=True
-            )
+            return await trio.to_thread.run_sync(handler, *args, abandon_on_cancel=True)
 
     if timeout is None:
         return call

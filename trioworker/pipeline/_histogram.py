@@ -2,7 +2,8 @@
 
 prometheus-client's ``Histogram.observe`` takes a lock and walks its buckets; here an
 observation is one bisection and two additions, and nothing here knows about Prometheus.
-``trioworker._metrics`` turns these into metric families when it is scraped.
+The backends' metric sources (:mod:`trioworker.metrics`) turn these into metric families
+when Prometheus scrapes.
 """
 
 from __future__ import annotations
