@@ -6,7 +6,7 @@ process (tests, or a program running two workers) never share or clash on metric
 Nothing is recorded through prometheus-client calls. The AMQP consume path handles tens of
 thousands of messages a second, so the backend bumps plain ``int`` attributes (per route and
 queue: ``RouteStats``; per bulk: ``BatcherStats``; per connection: the supervisor) and
-:class:`_Collector` turns them into metric families when Prometheus scrapes. HTTP requests
+:meth:`Metrics.collect` turns them into metric families when Prometheus scrapes. HTTP requests
 are counted the same way, into :class:`~trioworker.pipeline.Histogram` s, which also keeps
 the exposition free of the ``_created`` series prometheus-client's own metrics add.
 
@@ -79,21 +79,13 @@ class Metrics:
             histogram = self._http[key] = Histogram(HTTP_BUCKETS)
         histogram.observe(seconds)
 
-
-class _Collector(Collector):
-    """Builds every metric family from the sources' plain counters at scrape time."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-
     def collect(self) -> Iterator[Metric]:
-        for source in self._metrics.sources:
+        """Every metric family, built now from the sources' counters and the HTTP requests."""
+        for source in self.sources:
             yield from source()
-        yield from self._http()
+        yield from self._http_families()
 
-    # ---------------------------------------------------------------- HTTP
-
-    def _http(self) -> Iterator[Metric]:
+    def _http_families(self) -> Iterator[Metric]:
         labels = ["method", "route", "status"]
         requests = CounterMetricFamily(
             "trioworker_http_requests",
@@ -105,8 +97,18 @@ class _Collector(Collector):
             "Time to answer an HTTP request, by method, route template and status code.",
             labels=labels,
         )
-        for key, histogram in list(self._metrics._http.items()):
+        for key, histogram in list(self._http.items()):
             requests.add_metric(list(key), histogram.count)
             add_histogram(durations, list(key), histogram)
         yield requests
         yield durations
+
+
+class _Collector(Collector):
+    """What the registry scrapes: the families :meth:`Metrics.collect` builds."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return self._metrics.collect()

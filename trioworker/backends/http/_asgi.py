@@ -11,17 +11,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ...http._errors import HTTPError
 from ...http._request import ClientDisconnect, Request
 from ...http._response import Response, to_response
-from ...http._routing import METHODS
+from ...http._routing import METHODS, Router
 
 if TYPE_CHECKING:
-    from ._backend import HTTPBackend
+    from ...pipeline import AppServices
 
-__all__ = ["UNMATCHED", "ASGIApp"]
+__all__ = ["UNMATCHED", "ASGIApp", "Site"]
 
 log = logging.getLogger("trioworker.http")
 
@@ -43,10 +43,29 @@ def _not_allowed(allowed: frozenset[str]) -> Response:
     return _error(405, "method not allowed", {"Allow": allow})
 
 
-class ASGIApp:
-    """``await asgi(scope, receive, send)`` for one HTTP backend."""
+class Site(Protocol):
+    """What the ASGI app serves: the HTTP backend's routes, built-ins and limits."""
 
-    def __init__(self, backend: HTTPBackend) -> None:
+    @property
+    def app(self) -> AppServices:
+        """The app: its metrics, and what handlers get as ``request.app``."""
+        ...
+
+    @property
+    def router(self) -> Router: ...
+
+    @property
+    def max_body_size(self) -> int: ...
+
+    def builtin(self, path: str) -> Callable[[], Response] | None:
+        """The built-in endpoint (/health, /metrics) at ``path``, if any."""
+        ...
+
+
+class ASGIApp:
+    """``await asgi(scope, receive, send)`` for one HTTP backend (its :class:`Site`)."""
+
+    def __init__(self, backend: Site) -> None:
         self.backend = backend
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -22,6 +22,7 @@ import trio
 from hypercorn.config import Config
 
 from ... import _settings
+from ..._errors import StartupError
 from ...http._response import Response
 from ...http._routing import Router
 from ...pipeline._backend import Health
@@ -315,8 +316,6 @@ class HTTPBackend:
         log.info("HTTP server stopped")
 
     def _startup_error(self, failure: Exception) -> Exception:
-        from ..._errors import StartupError
-
         os_error = _find_os_error(failure)
         reason = os_error.strerror or str(os_error) if os_error is not None else repr(failure)
         message = f"the HTTP server cannot listen on {self.host}:{self._port}: {reason}"

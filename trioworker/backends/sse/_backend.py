@@ -138,7 +138,7 @@ class SSEBackend:
 
     def collect(self) -> Iterator[Metric]:
         """This backend's metric families, for ``app.metrics`` (a :data:`MetricsSource`)."""
-        return sse_families(self)
+        return sse_families(self.streams, self.runs)
 
     def health(self) -> Health:
         """Healthy when every stream is connected (a stream the server ended with 204

@@ -4,8 +4,7 @@ scrape time. See docs/metrics.md for every metric and its labels.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator
 
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -17,15 +16,14 @@ from prometheus_client.metrics_core import (
 from ...metrics import add_histogram, merged
 from ...pipeline._batcher import OUTCOMES
 from ...pipeline._histogram import DURATION_BOUNDS, SIZE_BOUNDS
-from ._stream import StreamStats
-
-if TYPE_CHECKING:
-    from ._backend import SSEBackend
+from ._stream import SSEStream, StreamRun, StreamStats
 
 __all__ = ["sse_families"]
 
 
-def sse_families(backend: SSEBackend) -> Iterator[Metric]:
+def sse_families(streams: Iterable[SSEStream], runs: Iterable[StreamRun]) -> Iterator[Metric]:
+    """The families of every registered stream (``streams``); ``runs``, the running ones,
+    say which are connected."""
     labels = ["stream"]
     counters = {
         attr: CounterMetricFamily(f"trioworker_sse_{name}", text, labels=labels)
@@ -73,11 +71,10 @@ def sse_families(backend: SSEBackend) -> Iterator[Metric]:
 
     # Two streams may share a name (the default name is the URL without its query):
     # their numbers are added up so no series appears twice.
-    sse = backend
     by_name: dict[str, list[StreamStats]] = {}
-    for stream in sse.streams:
+    for stream in streams:
         by_name.setdefault(stream.name, []).append(stream.stats)
-    up = {run.stream.name for run in sse.runs if run.connected}
+    up = {run.stream.name for run in runs if run.connected}
     for name, stats in by_name.items():
         for attr, family in counters.items():
             family.add_metric([name], sum(getattr(st, attr) for st in stats))

@@ -2,7 +2,7 @@
 
 Shape::
 
-    _StreamRun.run
+    StreamRun.run
       ├── read loop: GET (Accept: text/event-stream, Last-Event-ID) ─ bytes ─▶ EventParser
       │     └── events ─▶ Batcher.put          (reconnects with retry / backoff + jitter)
       └── Batcher.run ─ bulk ─▶ handler        (lives across reconnects)
@@ -13,6 +13,12 @@ the last event ID the parser dispatched.
 
 An SSE server cannot take an event back, so there is no "requeue": a handler that raises is
 logged, the optional ``on_exception`` hook gets the events, and the stream goes on.
+
+Only what the network and the server can do wrong is reconnected: transport and HTTP errors
+(httpx), a response that is not an event stream (:class:`BadResponse`), an invalid stream
+(:class:`~trioworker.sse.SSEProtocolError`). Any other exception in the read loop is a bug
+in our code; it propagates, so the stream's task (and the app) crash where it is seen,
+instead of a reconnect loop logging it forever.
 """
 
 from __future__ import annotations
@@ -234,16 +240,17 @@ class StreamRun:
                 self._fail(f"invalid event stream: {exc}; reconnecting")
             except BadResponse as exc:
                 self._fail(str(exc))
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, OSError) as exc:
+                # Transport errors (refused, reset, timed out, TLS), HTTP errors and a body
+                # that fails to decode. Anything else raised here is a bug of ours (or of a
+                # library): it propagates and crashes the stream's task, rather than turning
+                # into a reconnect loop that logs the same traceback forever.
                 if self._got_bytes:
                     failed = False
                     self.last_error = f"connection lost: {exc!r}"
                     log.warning("SSE stream %r: connection lost: %r", stream.name, exc)
                 else:
                     self._fail(f"cannot read the stream: {exc!r}")
-            except Exception as exc:  # a worker must not die of one bad stream
-                self.last_error = f"unexpected error: {exc!r}"
-                log.exception("SSE stream %r: unexpected error", stream.name)
             else:
                 if self.finished:
                     return
