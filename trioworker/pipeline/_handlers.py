@@ -11,7 +11,7 @@ import trio
 
 from ._batcher import HandlerTimeout
 
-__all__ = ["Handler", "adapt", "handler_name", "is_async"]
+__all__ = ["Handler", "adapt", "handler_name"]
 
 Handler = Callable[..., Any]
 

@@ -144,7 +144,6 @@ class StreamRun:
         self._drain_scope = trio.CancelScope()
         self.stopping = False
         self._got_bytes = False
-        self.done = trio.Event()
 
     # ------------------------------------------------------------ handling
 
@@ -209,7 +208,6 @@ class StreamRun:
                 )
                 self._cancelled = []
                 self._leftover = []
-            self.done.set()
 
     async def _flush_leftover(self) -> None:
         size = self.stream.bulk_size
