@@ -323,7 +323,7 @@ async def test_undecodable_properties_fail_only_that_message(conn: Connection, r
     core._send(frames.encode_content_header(number, len(body), raw_props))
     for frame in frames.encode_body(number, body, conn.frame_max - 8):
         core._send(frame)
-    conn._wake_writer()
+    conn.wake_writer()
     await channel.publish(b"fine", routing_key=queue, properties=BasicProperties(message_id="next"))
 
     consumer = await channel.basic_consume(queue)

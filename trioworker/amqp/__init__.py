@@ -8,8 +8,11 @@
             await channel.basic_publish(b"hello", routing_key="greetings")
 """
 
-from ._channel import Channel, Confirmation, Consumer
-from ._connection import Connection, connect, default_client_properties
+from ._channel import Channel
+from ._confirmation import Confirmation
+from ._connect import connect, default_client_properties
+from ._connection import Connection
+from ._consumer import Consumer
 from ._errors import (
     AccessRefusedError,
     AMQPConnectionError,
@@ -29,7 +32,14 @@ from ._errors import (
     ResourceLockedError,
     VirtualHostError,
 )
-from ._rpc import NoRouteError, RemoteError, RpcClient, open_rpc_client, rpc_client
+from ._rpc import (
+    RPC_ERROR_HEADER,
+    NoRouteError,
+    RemoteError,
+    RpcClient,
+    open_rpc_client,
+    rpc_client,
+)
 from ._url import ConnectionParameters, URLError, default_url, parse_url
 from .protocol import (
     AMQPError,
@@ -43,6 +53,7 @@ from .protocol import (
 )
 
 __all__ = [
+    "RPC_ERROR_HEADER",
     "AMQPConnectionError",
     "AMQPError",
     "AccessRefusedError",

@@ -10,6 +10,11 @@ Three tasks live in the connection's nursery (design.md, layering rule 3):
   a publish) coalesce into few system calls;
 * the **heartbeat** task applies the core's heartbeat rules at the times it asks for.
 
+:func:`~._connect.connect` opens the connection and runs these tasks (:meth:`Connection.run`)
+in the nursery of its ``async with`` block. Channels see the connection through
+:class:`~._link.ConnectionLink` only (the writer's wake-up, publisher backpressure, the
+connection's error); the reader calls their ``handle_*`` methods.
+
 When the connection dies — socket error, EOF, a protocol error, missed heartbeats, a broker
 ``Connection.Close`` — the tasks do not raise into the nursery (that would cancel the
 caller's code mid-flight). They record the error, fail every pending operation with it,
@@ -20,39 +25,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import platform
-import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
-from .._version import __version__
 from ._channel import Channel
-from ._errors import (
-    AMQPConnectionError,
-    AuthenticationError,
-    ConnectError,
-    ConnectionClosedError,
-    ConnectionLostError,
-    ConnectionTimeout,
-    NotAMQPServerError,
-    VirtualHostError,
-)
-from ._url import ConnectionParameters, default_url, parse_url
+from ._errors import AMQPConnectionError, ConnectionClosedError, ConnectionLostError
+from ._url import ConnectionParameters
 from .protocol import (
     AMQPConnection,
+    AMQPEvent,
     ChannelClosed,
     ChannelFlow,
     ChannelOpened,
     ConnectionBlocked,
     ConnectionClosed,
-    ConnectionOpened,
     ConnectionUnblocked,
     ConsumerCancelled,
     Delivery,
-    Event,
+    LocalProtocolError,
     MethodReceived,
     ProtocolError,
     PublishConfirmed,
@@ -70,28 +63,6 @@ YIELD_WATER = 64 * 1024
 HIGH_WATER = 4 * 1024 * 1024
 #: How long a polite close (Connection.Close → CloseOk) may take before we just hang up.
 CLOSE_TIMEOUT = 5.0
-
-
-def default_client_properties(connection_name: str | None = None) -> dict[str, Any]:
-    """The client properties we announce; capabilities tell RabbitMQ what we understand."""
-    props: dict[str, Any] = {
-        "product": "trioworker",
-        "version": __version__,
-        "platform": f"Python {platform.python_version()} (trio {trio.__version__})",
-        "information": "https://github.com/trioworker/trioworker",
-        "capabilities": {
-            "publisher_confirms": True,
-            "consumer_cancel_notify": True,
-            "connection.blocked": True,
-            "basic.nack": True,
-            "authentication_failure_close": True,
-            "exchange_exchange_bindings": True,
-            "per_consumer_qos": True,
-        },
-    }
-    if connection_name:
-        props["connection_name"] = connection_name
-    return props
 
 
 class Connection:
@@ -119,6 +90,7 @@ class Connection:
         self._unblocked.set()
         self._close_ok = trio.Event()
         self._tasks_scope = trio.CancelScope(shield=True)  # only _finish() stops the tasks
+        self._running = False
         self.blocked_reason: str | None = None
         self._closed_by_peer: ConnectionClosedError | None = None
 
@@ -159,6 +131,12 @@ class Connection:
         """Why the connection ended, or ``None`` while it is open."""
         return self._error
 
+    @property
+    def pending_output(self) -> int:
+        """Bytes queued for the socket and not yet written (bounded by publisher
+        backpressure: publishers wait above :data:`HIGH_WATER`)."""
+        return self._core.pending_output
+
     # ---------------------------------------------------------------- channels
 
     async def open_channel(self, number: int | None = None) -> Channel:
@@ -167,12 +145,12 @@ class Connection:
         ``number`` picks the channel number; by default the lowest free one, avoiding
         numbers the broker closed (their stray deliveries may still be on the way).
         """
-        self._raise_if_closed()
+        self.raise_if_closed()
         number = self._core.open_channel(number)
-        channel = Channel(self, number)
+        channel = Channel(self, self._core, number)
         self._channels[number] = channel
-        self._wake_writer()
-        await channel._wait_open()
+        self.wake_writer()
+        await channel.wait_open()
         return channel
 
     @asynccontextmanager
@@ -204,14 +182,15 @@ class Connection:
         if not self._closed.is_set():
             with contextlib.suppress(ProtocolError):
                 self._core.close(reply_code, reply_text)
-            self._wake_writer()
+            self.wake_writer()
             with trio.move_on_after(CLOSE_TIMEOUT):
                 await self._close_ok.wait()
             self._finish(ConnectionClosedError(reply_code, reply_text, by_peer=False))
         with trio.CancelScope(shield=True):
             await self._stream.aclose()
 
-    def _raise_if_closed(self) -> None:
+    def raise_if_closed(self) -> None:
+        """Raise why the connection ended (:attr:`error`); do nothing while it is open."""
         if self._error is not None:
             raise self._error
         if self._closed.is_set():
@@ -226,14 +205,24 @@ class Connection:
         channels = list(self._channels.values())
         self._channels.clear()
         for channel in channels:
-            channel._on_connection_lost(error)
+            channel.handle_connection_lost(error)
         self._closed.set()
         self._close_ok.set()
         self._unblocked.set()
         self._drained_lot.unpark_all()
         self._tasks_scope.cancel()
 
-    async def _run_tasks(self) -> None:
+    async def run(self) -> None:
+        """Run the reader, writer and heartbeat tasks until the connection ends.
+
+        :func:`connect` runs this in the nursery of its block; it never raises for a lost
+        connection (the error is recorded, see the module docstring), and ends when
+        :meth:`close` or a failure finishes the connection — not when it is cancelled from
+        outside: only the connection's own end stops its tasks. Runs once per connection.
+        """
+        if self._running:
+            raise LocalProtocolError("the connection's tasks are already running")
+        self._running = True
         with self._tasks_scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._reader)
@@ -242,15 +231,19 @@ class Connection:
 
     # ----------------------------------------------------------------- writer
 
-    def _wake_writer(self) -> None:
+    def wake_writer(self) -> None:
+        """Tell the writer frames were queued in the core. Never blocks; cheap when the
+        writer is already awake, so callers call it after every command."""
         if self._writer_parked:
             self._writer_parked = False
             self._writer_lot.unpark_all()
 
-    async def _wait_writable(self) -> None:
-        """Backpressure for publishers: wait while the broker blocks us or too much is queued.
+    async def wait_writable(self) -> None:
+        """Backpressure for publishers: wait while the broker blocks us (``Connection.
+        Blocked``), or while more than :data:`HIGH_WATER` bytes are queued for the socket
+        (until the writer drained half). Raises the connection's error if it ends meanwhile.
 
-        Always a cancellation point. It yields to the scheduler only once
+        Always a cancellation point, but it yields to the scheduler only once
         :data:`YIELD_WATER` bytes are queued: yielding on every publish would hand the
         writer one message at a time (one ``send`` per message); yielding per 64 KiB lets
         it write big coalesced chunks.
@@ -264,11 +257,11 @@ class Connection:
                 if not self._unblocked.is_set():
                     await self._unblocked.wait()
                 elif self._core.pending_output > HIGH_WATER:
-                    self._wake_writer()
+                    self.wake_writer()
                     await self._drained_lot.park()
                 else:
                     break
-            self._raise_if_closed()
+            self.raise_if_closed()
         else:
             await trio.lowlevel.checkpoint()
 
@@ -309,7 +302,7 @@ class Connection:
                         self._finish(self._closed_by_peer)
                         return
                 if core.pending_output:
-                    self._wake_writer()
+                    self.wake_writer()
         except RemoteProtocolError as exc:
             log.error("closing AMQP connection to %s: %s", self.params.safe_url(), exc)
             await self._flush_best_effort()
@@ -335,42 +328,34 @@ class Connection:
             with trio.move_on_after(1.0), quiet:
                 await self._stream.send_all(data)
 
-    def _dispatch(self, events: list[Event]) -> None:
+    def _dispatch(self, events: list[AMQPEvent]) -> None:
         channels = self._channels
         for event in events:
             # Deliveries dominate: test for them first.
             if type(event) is Delivery:
-                channel = channels.get(event.channel)
-                if channel is not None:
-                    channel._on_delivery(event)
+                if (channel := channels.get(event.channel)) is not None:
+                    channel.handle_delivery(event)
             elif type(event) is PublishConfirmed:
-                channel = channels.get(event.channel)
-                if channel is not None:
-                    channel._on_confirm(event)
+                if (channel := channels.get(event.channel)) is not None:
+                    channel.handle_confirm(event)
             elif isinstance(event, MethodReceived):
-                channel = channels.get(event.channel)
-                if channel is not None:
-                    channel._on_method(event.method)
+                if (channel := channels.get(event.channel)) is not None:
+                    channel.handle_method(event.method)
             elif isinstance(event, Returned):
-                channel = channels.get(event.channel)
-                if channel is not None:
-                    channel._on_return(event)
+                if (channel := channels.get(event.channel)) is not None:
+                    channel.handle_return(event)
             elif isinstance(event, ConsumerCancelled):
-                channel = channels.get(event.channel)
-                if channel is not None:
-                    channel._on_consumer_cancelled(event.consumer_tag)
+                if (channel := channels.get(event.channel)) is not None:
+                    channel.handle_consumer_cancelled(event.consumer_tag)
             elif isinstance(event, ChannelOpened):
-                channel = channels.get(event.channel)
-                if channel is not None:
-                    channel._on_open()
+                if (channel := channels.get(event.channel)) is not None:
+                    channel.handle_opened()
             elif isinstance(event, ChannelClosed):
-                channel = channels.pop(event.channel, None)
-                if channel is not None:
-                    channel._on_closed(event)
+                if (channel := channels.pop(event.channel, None)) is not None:
+                    channel.handle_closed(event)
             elif isinstance(event, ChannelFlow):
-                channel = channels.get(event.channel)
-                if channel is not None:
-                    channel._on_flow(event.active)
+                if (channel := channels.get(event.channel)) is not None:
+                    channel.handle_flow(event.active)
             elif isinstance(event, ConnectionBlocked):
                 log.warning(
                     "broker blocked publishing on %s: %s", self.params.safe_url(), event.reason
@@ -403,154 +388,10 @@ class Connection:
             while True:
                 deadline = core.heartbeat_tick(trio.current_time())
                 if core.pending_output:
-                    self._wake_writer()
+                    self.wake_writer()
                 if deadline is None:
                     return
                 await trio.sleep_until(deadline)
         except RemoteProtocolError as exc:
             log.error("AMQP connection to %s is dead: %s", self.params.safe_url(), exc)
             self._finish_lost(ConnectionLostError(str(exc)), exc)
-
-
-async def _open_stream(
-    params: ConnectionParameters, ssl_context: ssl.SSLContext | None
-) -> trio.abc.Stream:
-    try:
-        stream: trio.abc.Stream = await trio.open_tcp_stream(params.host, params.port)
-    except OSError as exc:
-        raise ConnectError(f"cannot connect to {params.safe_url()}: {exc}") from exc
-    if params.tls or ssl_context is not None:
-        context = ssl_context or ssl.create_default_context()
-        tls = trio.SSLStream(stream, context, server_hostname=params.host)
-        try:
-            await tls.do_handshake()
-        except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-            await trio.aclose_forcefully(stream)
-            cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
-            raise ConnectError(f"TLS handshake with {params.safe_url()} failed: {cause}") from exc
-        stream = tls
-    return stream
-
-
-async def _handshake(conn: Connection) -> None:
-    """Run the AMQP handshake up to ``Connection.OpenOk`` and map failures to clear errors."""
-    core = conn._core
-    stream = conn._stream
-    params = conn.params
-    core.initiate()
-    started = False
-    try:
-        await stream.send_all(core.data_to_send())
-        while True:
-            data = await stream.receive_some(RECEIVE_SIZE)
-            if not data:
-                if not started:
-                    raise NotAMQPServerError(
-                        f"{params.host}:{params.port} closed the connection before the AMQP "
-                        "handshake: is it an AMQP 0-9-1 broker?"
-                    )
-                raise ConnectionLostError(
-                    f"{params.safe_url()} closed the connection during the AMQP handshake"
-                )
-            try:
-                events = core.receive_data(data, trio.current_time())
-            except RemoteProtocolError as exc:
-                if not started:
-                    raise NotAMQPServerError(
-                        f"{params.host}:{params.port} does not speak AMQP 0-9-1: {exc}"
-                    ) from exc
-                raise ConnectionLostError(f"protocol error during the handshake: {exc}") from exc
-            started = started or core.state.value != "await_start"
-            out = core.data_to_send(trio.current_time())
-            if out:
-                await stream.send_all(out)
-            for event in events:
-                if isinstance(event, ConnectionOpened):
-                    return
-                if isinstance(event, ConnectionClosed):
-                    if event.reply_code == 403:
-                        raise AuthenticationError(
-                            f"{params.safe_url()} refused the credentials of user "
-                            f"{params.username!r}: {event.reply_text}"
-                        )
-                    if event.reply_code == 530:
-                        raise VirtualHostError(
-                            f"cannot open vhost {params.virtual_host!r} on "
-                            f"{params.safe_url()}: {event.reply_text}"
-                        )
-                    raise ConnectionClosedError(event.reply_code, event.reply_text)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-        if not started:
-            raise NotAMQPServerError(
-                f"{params.host}:{params.port} dropped the connection before the AMQP handshake "
-                f"({exc!r}): is it an AMQP 0-9-1 broker?"
-            ) from exc
-        raise ConnectionLostError(f"connection lost during the AMQP handshake: {exc!r}") from exc
-
-
-@asynccontextmanager
-async def connect(
-    url: str | None = None,
-    *,
-    ssl_context: ssl.SSLContext | None = None,
-    client_properties: Mapping[str, Any] | None = None,
-    **options: Any,
-) -> AsyncIterator[Connection]:
-    """Open an AMQP connection for the duration of an ``async with`` block.
-
-    ``url`` defaults to ``$TRIOWORKER_AMQP_URL`` or the local broker. Keyword ``options``
-    override the URL's query options (``heartbeat=``, ``connection_timeout=``, ...).
-    ``amqps://`` URLs (or an ``ssl_context``) use TLS; verification is on unless the
-    context you pass turns it off.
-
-    Raises, within ``connection_timeout``: :class:`ConnectError`,
-    :class:`NotAMQPServerError`, :class:`AuthenticationError`, :class:`VirtualHostError`,
-    :class:`ConnectionTimeout`. Leaving the block closes the connection politely.
-    """
-    params = parse_url(url or default_url())
-    if options:
-        import dataclasses
-
-        params = dataclasses.replace(params, **options)
-    props = default_client_properties(params.connection_name)
-    if client_properties:
-        props.update(client_properties)
-    core = AMQPConnection(
-        username=params.username,
-        password=params.password,
-        virtual_host=params.virtual_host,
-        heartbeat=params.heartbeat,
-        frame_max=params.frame_max,
-        channel_max=params.channel_max,
-        client_properties=props,
-    )
-    try:
-        with trio.fail_after(params.connection_timeout):
-            stream = await _open_stream(params, ssl_context)
-            conn = Connection(params, core, stream)
-            try:
-                await _handshake(conn)
-            except BaseException:
-                await trio.aclose_forcefully(stream)
-                raise
-    except trio.TooSlowError:
-        raise ConnectionTimeout(
-            f"no AMQP connection to {params.safe_url()} within {params.connection_timeout} s"
-        ) from None
-    # The connection's own tasks never raise (they record errors instead), so the only
-    # exception that can cross this nursery is the caller's. It is caught here and raised
-    # again after the nursery closed, so it reaches the caller as itself, not wrapped in an
-    # ExceptionGroup: `except NotFoundError:` around the block keeps working.
-    body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(conn._run_tasks)
-        try:
-            yield conn
-        except BaseException as exc:
-            body_error = exc
-        finally:
-            with trio.CancelScope(shield=True):
-                await conn.close()
-            nursery.cancel_scope.cancel()
-    if body_error is not None:
-        raise body_error

@@ -24,17 +24,19 @@ import trio
 
 from ..codecs import Codec, CodecError, codec_for, get_codec
 from ._channel import Channel
-from ._connection import Connection, connect
+from ._connect import connect
+from ._connection import Connection
 from ._errors import AMQPConnectionError, ChannelClosedError
 from .protocol import AMQPError, BasicProperties, Delivery, Returned
 
 log = logging.getLogger("trioworker.amqp")
 
 REPLY_TO = "amq.rabbitmq.reply-to"
-#: Header a responder sets on a reply that carries an error envelope.
-ERROR_HEADER = "x-trioworker-error"
-
-__all__ = ["ERROR_HEADER", "REPLY_TO", "NoRouteError", "RemoteError", "RpcClient", "rpc_client"]
+#: Header an RPC responder sets (to a true value) on a reply whose body is an error
+#: envelope ``{"error": {"type": ..., "message": ...}}``; the caller raises RemoteError.
+RPC_ERROR_HEADER = "x-trioworker-error"
+#: The former name, still imported by tests/backends/amqp/rpc; use RPC_ERROR_HEADER.
+ERROR_HEADER = RPC_ERROR_HEADER
 
 
 class RemoteError(Exception):
@@ -145,7 +147,7 @@ class RpcClient:
         except CodecError as exc:
             pending.resolve(False, exc)
             return
-        if (props.headers or {}).get(ERROR_HEADER):
+        if (props.headers or {}).get(RPC_ERROR_HEADER):
             error = value.get("error", {}) if isinstance(value, dict) else {}
             pending.resolve(
                 False,
@@ -173,22 +175,25 @@ class RpcClient:
         for pending in self._pending.values():
             pending.resolve(False, error)
 
-    async def _read_replies(self, task_status: trio.TaskStatus[None]) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Consume the replies until the channel ends; then fail the calls still waiting.
 
-        Replies are matched in the connection's reader, as they are parsed: the consumer
-        hands each delivery straight to :meth:`_on_reply` instead of buffering it for this
-        task, which saves a task switch on every call (the caller is woken directly).
+        Start it with ``await nursery.start(client.run)`` (as :func:`open_rpc_client` does):
+        it reports started once the reply consumer is registered, so calls can be made.
+        Cancelled, it stops watching for the consumer's end (replies are still matched
+        until the channel closes, but a dead channel no longer fails the waiting calls).
+
+        Replies are matched in the connection's reader, as they are parsed: the consumer is
+        in callback mode and hands each delivery straight to :meth:`_on_reply` instead of
+        buffering it for this task, which saves a task switch on every call (the caller is
+        woken directly). This task only waits for the consumer's end.
         """
-        consumer = await self.channel.basic_consume(REPLY_TO, no_ack=True)
-        for delivery in list(consumer._buffer):  # none expected: no request was sent yet
-            self._on_reply(delivery)
-        consumer._buffer.clear()
-        consumer._push = self._on_reply  # type: ignore[method-assign]
+        consumer = await self.channel.basic_consume(
+            REPLY_TO, no_ack=True, on_delivery=self._on_reply
+        )
         task_status.started()
         try:
-            async for _ in consumer:  # never yields a delivery: waits for the end
-                pass  # pragma: no cover
+            await consumer.wait_ended()
         except (ChannelClosedError, AMQPConnectionError) as exc:
             self._fail_all(exc)
         else:
@@ -203,7 +208,7 @@ async def open_rpc_client(
     body_error: BaseException | None = None
     async with connection.channel() as channel, trio.open_nursery() as nursery:
         client = RpcClient(channel, codec=codec)
-        await nursery.start(client._read_replies)
+        await nursery.start(client.run)
         try:
             yield client
         except BaseException as exc:  # re-raised unwrapped below (see connect())

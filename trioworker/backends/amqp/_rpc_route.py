@@ -12,8 +12,8 @@ from typing import Any
 
 import trio
 
+from ...amqp import RPC_ERROR_HEADER as ERROR_HEADER
 from ...amqp import AMQPError, BasicProperties
-from ...amqp._rpc import ERROR_HEADER
 from ...codecs import Codec, CodecError, codec_for, get_codec
 from ...pipeline._handlers import Handler, adapt
 from ._message import Message
