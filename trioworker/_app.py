@@ -74,7 +74,6 @@ class App(MutableMapping[str, Any]):
         self._shutdown_requested: trio.Event | None = None
         self._trio_token: trio.lowlevel.TrioToken | None = None
         self._running = False
-        self._publishing_wanted = True
         self._extra_backends: list[Backend] = []
         self._started: list[Backend] = []
         self._backends_nursery: trio.Nursery | None = None
@@ -209,34 +208,42 @@ class App(MutableMapping[str, Any]):
                 # Each backend's run() returns once stop() has drained it, so leaving this
                 # inner nursery means every backend has stopped.
                 async with trio.open_nursery() as backends:
-                    started: list[Backend] = []
+                    # start_backend() works from here on: a backend that becomes active
+                    # while the others start (a timer's first run publishes) starts too.
+                    self._backends_nursery = backends
                     try:
                         for backend in self.backends:
-                            if backend.active:
-                                await backends.start(self._run_backend, backend)
-                                started.append(backend)
+                            if backend.active and backend not in self._started:
+                                self._started.append(backend)  # started once only
+                                try:
+                                    await backends.start(self._run_backend, backend)
+                                except BaseException:
+                                    self._started.remove(backend)
+                                    raise
                     except BaseException:
-                        for backend in started:
+                        self._backends_nursery = None
+                        for backend in self._started:
                             backend.stop()
                         raise
-                    self._started = started
-                    self._backends_nursery = backends
                     log.info("app %r started", self.name)
                     task_status.started(self)
                     await self._shutdown_requested.wait()
                     log.info("app %r shutting down", self.name)
-                    self._backends_nursery = None
                     # Everything stops draining at once, but the AMQP connections stay
                     # open until the other backends are done: an HTTP request, SSE
-                    # handler or timer run finishing in its grace period may publish.
-                    self.amqp.stop_consuming()
+                    # handler or timer run finishing in its grace period may publish
+                    # (and start the AMQP backend for it, see start_backend()).
+                    if self.amqp in self._started:  # it runs only if the app uses it
+                        self.amqp.stop_consuming()
                     for backend in self.backends:
                         if backend is not self.amqp:
                             backend.stop()
                     for backend, done in list(self._backend_done.values()):
                         if backend is not self.amqp:
                             await done.wait()
-                    self.amqp.stop()
+                    self._backends_nursery = None
+                    if self.amqp in self._started:
+                        self.amqp.stop()
                 await self._run_shutdown_hooks()
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
@@ -269,6 +276,10 @@ class App(MutableMapping[str, Any]):
         its first route was registered on a running app)."""
         nursery = self._backends_nursery
         if nursery is None or backend in self._started or not backend.active:
+            return
+        if self.shutting_down and backend is not self.amqp:
+            # Only the AMQP backend may still start while the others drain (a handler
+            # publishes for the first time): it is the one stopped after them.
             return
         self._started.append(backend)
         nursery.start_soon(self._run_backend, backend)

@@ -22,7 +22,7 @@ from tests.conftest import broker_address
 from tests.support import rabbitmqctl
 from tests.support.proxy import TCPProxy, open_tcp_proxy
 from trioworker import App, Message, open_app
-from trioworker.backends.amqp._backend import _Supervisor
+from trioworker.backends.amqp._supervisor import Supervisor
 
 from ._helpers import (
     channel_errors,
@@ -55,7 +55,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.handlings: dict[int, list[tuple[int, bool]]] = defaultdict(list)
-        self.supervisor: _Supervisor | None = None
+        self.supervisor: Supervisor | None = None
 
     @property
     def distinct(self) -> int:

@@ -22,7 +22,7 @@ import httpx
 import pytest
 import trio
 
-import trioworker.backends.amqp._backend as amqp_backend
+import trioworker.backends.amqp._supervisor as amqp_supervisor
 from tests.support.broker import MUST_HAPPEN, Broker, eventually
 from tests.support.proxy import open_tcp_proxy
 from trioworker import (
@@ -253,13 +253,13 @@ async def test_failing_startup_hook_raises_startup_error_and_starts_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     connects: list[str] = []
-    real_connect = amqp_backend.connect
+    real_connect = amqp_supervisor.connect
 
     def counting_connect(url: str, **kwargs: Any) -> Any:
         connects.append(url)
         return real_connect(url, **kwargs)
 
-    monkeypatch.setattr(amqp_backend, "connect", counting_connect)
+    monkeypatch.setattr(amqp_supervisor, "connect", counting_connect)
     queue = await broker.queue()
     await broker.publish(queue, b"untouched")
     events: list[str] = []
@@ -770,8 +770,10 @@ async def test_open_app_block_begins_with_the_connection_open(
     make_app: Callable[..., App], wire: Wire
 ) -> None:
     """open_app's docstring: "the app is started (hooks run, connections open) when the
-    block begins"."""
-    async with open_app(make_app(amqp_url=wire.url)):
+    block begins" — for an app that uses the broker (here: asked to, with no route)."""
+    app = make_app(amqp_url=wire.url)
+    app.amqp.enable()
+    async with open_app(app):
         sent = [(cls, method) for cls, method, _ in wire.frames()]
         assert CONNECTION_OPEN in sent, "the block began before the AMQP connection was open"
 

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 from ...pipeline._actions import Actions
 
 if TYPE_CHECKING:
-    from ...amqp import BasicProperties, Delivery
+    from ...amqp import BasicProperties, Channel, Delivery
     from ._acks import AckTracker
+    from ._route_stats import RouteStats
 
 log = logging.getLogger("trioworker.amqp")
 
-__all__ = ["InvalidMessageBody", "Message"]
+__all__ = ["InvalidMessageBody", "Message", "delivery_channel", "requeue_unhandled", "settle"]
 
 
 class InvalidMessageBody(ValueError):
@@ -125,6 +126,55 @@ class Message:
     def decision(self) -> Actions | None:
         """The per-message decision, if the handler made one."""
         return self._decision
+
+
+def settle(bulk: list[Message], default: Actions, stats: RouteStats) -> None:
+    """Send each message's decision (its own, else ``default``) to its channel's tracker,
+    and count them per queue.
+
+    Counting stays off the per-message path: a message taking the default only lands in
+    its group's list; the few with their own decision are also kept aside, so each group is
+    counted with one subtraction. Decisions for a channel that is gone were not sent (the
+    broker redelivers those messages): they count as ``dropped``, not as acks.
+    """
+    by_tracker: dict[int, tuple[AckTracker, list[tuple[int, Actions]], str, list[Actions]]] = {}
+    for message in bulk:
+        tracker = message._tracker
+        if tracker is None:
+            continue
+        entry = by_tracker.get(id(tracker))
+        if entry is None:
+            entry = by_tracker[id(tracker)] = (tracker, [], message.queue, [])
+        decision = message._decision
+        if decision is None:
+            decision = default
+        else:
+            entry[3].append(decision)
+        entry[1].append((message._delivery.delivery_tag, decision))
+    for tracker, decisions, queue, own in by_tracker.values():
+        tracker.decide_many(decisions)
+        counters = stats.queue(queue)
+        if tracker.channel.is_closed:
+            counters.dropped += len(decisions)
+            continue
+        counters.count(default, len(decisions) - len(own))
+        for action in own:
+            counters.count(action)
+
+
+def requeue_unhandled(bulk: list[Message], stats: RouteStats) -> None:
+    """Return messages no handler finished (shutdown, a cancelled call) to their queue, as
+    if never taken: a decision the handler made before it was cancelled does not count."""
+    for message in bulk:
+        message._decision = None
+    settle(bulk, Actions.REQUEUE, stats)
+
+
+def delivery_channel(message: Message) -> Channel | None:
+    """The channel ``message`` came on (RPC replies go out on it, before the ack), or
+    ``None`` for a message that came from no channel."""
+    tracker = message._tracker
+    return None if tracker is None else tracker.channel
 
 
 class _Unset:

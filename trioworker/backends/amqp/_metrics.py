@@ -5,7 +5,7 @@ counts). See docs/metrics.md for every metric and its labels.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client.metrics_core import (
@@ -21,12 +21,13 @@ from ...pipeline._batcher import OUTCOMES
 from ...pipeline._histogram import DURATION_BOUNDS, SIZE_BOUNDS
 
 if TYPE_CHECKING:
-    from ._backend import AMQPBackend
+    from ._supervisor import Supervisor
 
 __all__ = ["amqp_families"]
 
 
-def amqp_families(backend: AMQPBackend) -> Iterator[Metric]:
+def amqp_families(supervisors: Iterable[Supervisor]) -> Iterator[Metric]:
+    """The families of the AMQP backend whose connections ``supervisors`` keep up."""
     route_labels = ["route", "queue", "connection"]
     received = CounterMetricFamily(
         "trioworker_amqp_messages_received",
@@ -100,23 +101,19 @@ def amqp_families(backend: AMQPBackend) -> Iterator[Metric]:
     queue_counts: dict[tuple[str, str, str], list[int]] = {}
     bulk_stats: dict[tuple[str, str], list[BatcherStats]] = {}
     live: dict[tuple[str, str], list[int]] = {}
-    for sup in backend.supervisors:
+    for sup in supervisors:
         connection = sup.name
-        conn = sup.connection
         reconnects.add_metric([connection], sup.reconnects)
-        up.add_metric([connection], 0 if conn is None or conn.is_closed else 1)
+        up.add_metric([connection], 1 if sup.up else 0)
         for route in sup.routes:
             for queue, c in route.stats.queues.items():
                 counts = queue_counts.setdefault((route.name, queue, connection), [0] * 5)
                 for i, n in enumerate((c.received, c.acked, c.rejected, c.requeued, c.dropped)):
                     counts[i] += n
             bulk_stats.setdefault((route.name, connection), []).append(route.stats.batcher)
-        for run in sup._runs:
-            if run.connection.is_closed:
-                continue  # what it still buffers is lost with it: the broker redelivers
-            key = (run.route.name, connection)
-            gauge = live.setdefault(key, [0])
-            gauge[0] += run.batcher.waiting
+        for run in sup.runs():
+            gauge = live.setdefault((run.route.name, connection), [0])
+            gauge[0] += run.buffered()
 
     for queue_labels, counts in queue_counts.items():
         received.add_metric(list(queue_labels), counts[0])

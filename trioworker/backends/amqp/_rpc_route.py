@@ -16,7 +16,7 @@ from ...amqp import RPC_ERROR_HEADER as ERROR_HEADER
 from ...amqp import AMQPError, BasicProperties
 from ...codecs import Codec, CodecError, codec_for, get_codec
 from ...pipeline._handlers import Handler, adapt
-from ._message import Message
+from ._message import Message, delivery_channel
 from ._typed import BodyType, InvalidBody, body_type
 
 log = logging.getLogger("trioworker.amqp")
@@ -170,10 +170,9 @@ def rpc_handler(
             log.error("RPC result for %r cannot be encoded: %s", message.queue, exc)
             body = reply_codec.encode(_envelope(exc))
             error = True
-        tracker = message._tracker
-        if tracker is None:
+        channel = delivery_channel(message)
+        if channel is None:
             return
-        channel = tracker.channel
         try:
             await channel.publish(
                 body,

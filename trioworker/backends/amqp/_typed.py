@@ -12,6 +12,7 @@ handler is annotated with a model, and recognised by its ``model_validate`` clas
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
 import typing
@@ -75,19 +76,19 @@ def _builder(type_: Any) -> Callable[[Any], Any] | None:
 
 
 def body_type(handler: Callable[..., Any]) -> BodyType | None:
-    """The typed body the handler's first parameter asks for, or ``None`` (plain messages)."""
-    target = handler
+    """The typed body the handler's first parameter asks for, or ``None`` (plain messages).
+
+    Raises ``TypeError`` if that parameter's annotation cannot be resolved (see
+    :func:`_first_annotation`): guessing "untyped" would hand the handler messages
+    where it expects models.
+    """
     try:
-        params = list(inspect.signature(target).parameters.values())
+        params = list(inspect.signature(handler).parameters.values())
     except (TypeError, ValueError):
         return None
     if not params:
         return None
-    try:
-        hints = typing.get_type_hints(target)
-    except Exception:
-        hints = {}
-    annotation = hints.get(params[0].name, params[0].annotation)
+    annotation = _first_annotation(handler, params[0])
     if annotation is inspect.Parameter.empty or annotation is Message:
         return None
     many = False
@@ -102,3 +103,52 @@ def body_type(handler: Callable[..., Any]) -> BodyType | None:
     if build is None:
         return None
     return BodyType(annotation, build, many)
+
+
+def _first_annotation(handler: Callable[..., Any], param: inspect.Parameter) -> Any:
+    """The first parameter's annotation, resolved.
+
+    Under ``from __future__ import annotations`` annotations are strings, resolved in the
+    module's globals: a model defined inside a function (a test, a factory) cannot be found
+    there. ``get_type_hints`` resolves every annotation at once, so when it fails this
+    tries the first parameter's alone (a bad return annotation must not matter). A string
+    that still does not resolve is an error — unless it names ``Message``, which a module
+    may well import under ``TYPE_CHECKING`` only: that handler takes plain messages.
+    """
+    try:
+        hints = typing.get_type_hints(handler)
+    except Exception:
+        pass
+    else:
+        return hints.get(param.name, param.annotation)
+    raw = param.annotation
+    if not isinstance(raw, str):
+        return raw
+    namespace = getattr(inspect.unwrap(handler), "__globals__", {})
+    try:
+        # What get_type_hints does for this one name: evaluate it in the module's globals.
+        return eval(raw, dict(namespace))
+    except Exception as exc:
+        if _names_message(raw):
+            return Message
+        name = getattr(handler, "__qualname__", repr(handler))
+        raise TypeError(
+            f"handler {name}: cannot resolve the annotation {raw!r} of its parameter "
+            f"{param.name!r} ({type(exc).__name__}: {exc}). With `from __future__ import "
+            "annotations` annotations are strings resolved in the module's globals, so a "
+            "model defined inside a function cannot be found: define it at module level "
+            "(or drop `from __future__ import annotations` from that module)."
+        ) from exc
+
+
+def _names_message(annotation: str) -> bool:
+    """Whether ``annotation`` reads ``Message`` or ``list[Message]`` (any spelling)."""
+    try:
+        node: ast.expr = ast.parse(annotation, mode="eval").body
+    except SyntaxError:
+        return False
+    if isinstance(node, ast.Subscript):
+        node = node.slice
+    if isinstance(node, ast.Attribute):
+        return node.attr == "Message"
+    return isinstance(node, ast.Name) and node.id == "Message"

@@ -18,8 +18,7 @@ import trio
 
 from tests.backends.amqp.rpc.conftest import MUST_HAPPEN, Broker, serving
 from trioworker import App, Message, open_app
-from trioworker.amqp import BasicProperties, Channel, Delivery
-from trioworker.amqp._rpc import ERROR_HEADER
+from trioworker.amqp import RPC_ERROR_HEADER, BasicProperties, Channel, Delivery
 
 pytestmark = pytest.mark.broker
 
@@ -65,7 +64,7 @@ async def test_reply_goes_to_reply_to_with_the_same_correlation_id(
     assert reply.properties.content_type == "application/json"
     assert reply.exchange == ""  # the default exchange
     assert reply.routing_key == replies
-    assert not (reply.properties.headers or {}).get(ERROR_HEADER)
+    assert not (reply.properties.headers or {}).get(RPC_ERROR_HEADER)
     assert await broker.ready(queue) == 0  # acknowledged: not requeued by the stop
 
 
@@ -124,7 +123,7 @@ async def test_handler_exception_replies_with_an_error_envelope_and_acks(
         assert calls == 1
     body = json.loads(reply.body)
     assert body == {"error": {"type": "ZeroDivisionError", "message": "division by zero"}}
-    assert reply.properties.headers == {ERROR_HEADER: True}
+    assert reply.properties.headers == {RPC_ERROR_HEADER: True}
     assert reply.properties.correlation_id == "d1"
     assert b"Traceback" not in reply.body and b".py" not in reply.body
     assert calls == 1
@@ -152,7 +151,7 @@ async def test_handler_timeout_replies_with_a_timeout_error(
         )
         reply = await next_reply(channel, replies)
     assert json.loads(reply.body)["error"]["type"] == "TimeoutError"
-    assert reply.properties.headers == {ERROR_HEADER: True}
+    assert reply.properties.headers == {RPC_ERROR_HEADER: True}
     assert await broker.ready(queue) == 0
 
 

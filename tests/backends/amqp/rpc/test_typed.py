@@ -17,8 +17,7 @@ import trio
 from tests.backends.amqp.rpc.conftest import MUST_HAPPEN, Broker, serving
 from tests.backends.amqp.rpc.test_rpc_route import next_reply, reply_queue
 from trioworker import App, RemoteError, open_app
-from trioworker.amqp import BasicProperties
-from trioworker.amqp._rpc import ERROR_HEADER
+from trioworker.amqp import RPC_ERROR_HEADER, BasicProperties
 from trioworker.backends.amqp._typed import InvalidBody, body_type
 
 
@@ -135,7 +134,7 @@ async def test_invalid_rpc_request_is_dead_lettered_answered_and_never_redeliver
         f"bad-{i}" for i in range(len(bad))
     )
     for answer in answers:
-        assert answer.properties.headers == {ERROR_HEADER: True}
+        assert answer.properties.headers == {RPC_ERROR_HEADER: True}
         assert json.loads(answer.body)["error"]["type"] in ("InvalidBody", "CodecError")
     assert sorted(d.body for d in await broker.drain(dead)) == sorted(bad)
     assert await broker.ready(queue) == 0

@@ -1,0 +1,241 @@
+"""One route running on one connection, for as long as that connection lives.
+
+::
+
+    RouteRun
+      ├── one channel + consumer + AckTracker per queue ── Message ──▶ Batcher
+      └── Batcher ── bulk ──▶ handler ── outcome ──▶ decisions ──▶ AckTracker ──▶ frames
+
+A route consumes each of its queues on its own channel: delivery tags are per channel, and
+one consumer per channel keeps them in delivery order, which is what lets the tracker turn
+runs of acks into one ``Basic.Ack(multiple=True)``. When the connection dies the run is
+cancelled with everything in it: buffered deliveries are dropped and running handlers are
+cancelled; the broker redelivers all of them (at least once). The supervisor starts a new
+run on the next connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import trio
+
+from ...amqp import (
+    AMQPConnectionError,
+    AMQPError,
+    Channel,
+    ChannelClosedError,
+    Connection,
+    Consumer,
+    ConsumerCancelledError,
+    NotFoundError,
+)
+from ...pipeline._backoff import backoff_delay
+from ...pipeline._batcher import Batcher
+from ...pipeline._handlers import adapt
+from ._acks import AckTracker
+from ._message import Message, requeue_unhandled, settle
+from ._routes import AMQPRoute
+
+__all__ = ["RouteRun"]
+
+log = logging.getLogger("trioworker.amqp")
+
+#: Longest wait between attempts to consume a queue that is missing or whose channel the
+#: broker closed (a configuration problem someone has to fix: no need to ask often).
+MISSING_QUEUE_RETRY_CAP = 30.0
+#: At most this long for the consumers' CancelOk, and for closing the channels.
+CLOSE_TIMEOUT = 5.0
+
+
+class RouteRun:
+    """One route on one connection: its channels, consumers, batcher and decisions."""
+
+    def __init__(self, route: AMQPRoute, connection: Connection) -> None:
+        self.route = route
+        self._connection = connection
+        self._trackers: list[AckTracker] = []
+        self._channels: list[Channel] = []
+        self._consumers: list[tuple[Channel, str]] = []
+        #: queue -> consumer tag, for the queues consumed right now (health).
+        self._consuming: dict[str, str] = {}
+        self._stopping = False
+        self._batcher: Batcher[Message] = Batcher(
+            adapt(route.handler, timeout=route.timeout),
+            bulk_size=route.effective_bulk_size,
+            flush_interval=route.flush_interval,
+            concurrency=route.concurrency,
+            on_done=self._on_done,
+            on_unhandled=self._on_unhandled,
+            stats=route.stats.batcher,
+        )
+        self._done = trio.Event()
+
+    # --------------------------------------------------------------- state
+
+    def problems(self) -> list[str]:
+        """Why this run does not do its job right now (for ``/health``): queues it should
+        consume and does not. Empty while stopping: not consuming is then the point."""
+        if self._stopping:
+            return []
+        missing = [q for q in self.route.queues if q not in self._consuming]
+        return [f"route {self.route.name!r} is not consuming {missing}"] if missing else []
+
+    def buffered(self) -> int:
+        """Deliveries received and not yet handed to the handler; 0 once the connection is
+        gone (what it buffered is lost with it: the broker redelivers)."""
+        return 0 if self._connection.is_closed else self._batcher.waiting
+
+    # ----------------------------------------------------------- decisions
+
+    def _on_done(self, bulk: list[Message], error: BaseException | None) -> None:
+        route = self.route
+        if error is not None:
+            log.error(
+                "handler of route %r failed on a bulk of %d: %r",
+                route.name,
+                len(bulk),
+                error,
+                exc_info=error,
+            )
+            default = route.on_exception
+        else:
+            default = route.on_success
+        settle(bulk, default, route.stats)
+
+    def _on_unhandled(self, bulk: list[Message]) -> None:
+        requeue_unhandled(bulk, self.route.stats)
+
+    # ------------------------------------------------------------- running
+
+    async def run(self) -> None:
+        """Consume every queue of the route until stopped or cancelled (the connection
+        died, or the supervisor cut the grace period short)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._batcher.run)
+                for queue in self.route.queues:
+                    nursery.start_soon(self._consume, queue)
+        finally:
+            self._done.set()
+
+    async def _consume(self, queue: str) -> None:
+        """Consume one queue on its own channel; re-subscribe after broker cancels."""
+        route = self.route
+        attempt = 0
+        while not self._stopping:
+            channel: Channel | None = None
+            try:
+                channel = await self._connection.open_channel()
+                self._channels.append(channel)
+                await channel.basic_qos(prefetch_count=route.prefetch)
+                if route.declare:
+                    await channel.queue_declare(queue, durable=True)
+                tracker = AckTracker(channel)
+                self._trackers.append(tracker)
+                while not self._stopping:
+                    consumer = await channel.basic_consume(queue)
+                    self._consumers.append((channel, consumer.consumer_tag))
+                    log.info("route %r consuming queue %r", route.name, queue)
+                    attempt = 0  # subscribed: the next failure starts the backoff over
+                    self._consuming[queue] = consumer.consumer_tag
+                    try:
+                        await self._pump(consumer, tracker, queue)
+                        return  # cancelled by us: shutdown
+                    except ConsumerCancelledError:
+                        self._consuming.pop(queue, None)
+                        log.warning(
+                            "route %r: the broker cancelled the consumer of queue %r (deleted?);"
+                            " re-subscribing",
+                            route.name,
+                            queue,
+                        )
+                    await trio.sleep(backoff_delay(attempt))
+                    attempt += 1
+            except NotFoundError as exc:
+                delay = backoff_delay(attempt, cap=MISSING_QUEUE_RETRY_CAP)
+                log.error(
+                    "route %r: queue %r does not exist (%s); retrying in %.1f s "
+                    "(declare=True would create it)",
+                    route.name,
+                    queue,
+                    exc.reply_text,
+                    delay,
+                )
+            except ChannelClosedError as exc:
+                delay = backoff_delay(attempt, cap=MISSING_QUEUE_RETRY_CAP)
+                log.error(
+                    "route %r: channel for queue %r closed by the broker: %s; retrying in %.1f s",
+                    route.name,
+                    queue,
+                    exc,
+                    delay,
+                )
+            except AMQPConnectionError:
+                return  # the supervisor reconnects and starts a new run
+            finally:
+                if channel is None or channel.is_closed:
+                    self._consuming.pop(queue, None)
+            if self._stopping or self._connection.is_closed:
+                return
+            await trio.sleep(delay)
+            attempt += 1
+
+    async def _pump(self, consumer: Consumer, tracker: AckTracker, queue: str) -> None:
+        # The hot path: per delivery, one track() and one put(); nothing awaits.
+        put = self._batcher.put
+        track = tracker.track
+        counters = self.route.stats.queue(queue)
+        async for batch in consumer.batches():
+            counters.received += len(batch)  # per batch, not per message
+            for delivery in batch:
+                track(delivery.delivery_tag)
+                put(Message(delivery, queue, tracker))
+
+    # ---------------------------------------------------------------- stop
+
+    async def stop(self, grace_period: float) -> None:
+        """Graceful stop: no new deliveries, requeue the buffered, let handlers finish.
+
+        Order matters. The consumers are cancelled first: requeueing while a consumer is
+        still active would let the broker hand the same messages straight back to this
+        stopping worker (each round trip a redelivery, counted against a quorum queue's
+        delivery limit). Then the batcher closes, so nothing new starts, and what is
+        buffered — including deliveries that arrived before the CancelOk — goes back to the
+        queue. Running handler calls get ``grace_period`` seconds; past that this returns,
+        and the supervisor cancels them (their messages are requeued). The decisions go out
+        in :meth:`close_channels`, before the channels close.
+        """
+        self._stopping = True
+        try:
+            with trio.move_on_after(min(grace_period, CLOSE_TIMEOUT)):
+                for channel, tag in self._consumers:
+                    try:
+                        await channel.basic_cancel(tag)
+                    except AMQPError:
+                        pass  # the channel is gone: its deliveries are redelivered anyway
+        finally:
+            self._batcher.close()  # even if cut short: nothing new starts
+        with trio.move_on_after(grace_period) as scope:
+            await self._batcher.wait_idle()
+        if scope.cancelled_caught:
+            log.warning(
+                "route %r: handlers still running after the %.1f s grace period: cancelled, "
+                "their messages are requeued",
+                self.route.name,
+                grace_period,
+            )
+
+    async def wait_done(self) -> None:
+        """Wait until :meth:`run` has returned (after its nursery was cancelled)."""
+        await self._done.wait()
+
+    async def close_channels(self) -> None:
+        """Send the decisions still held, then close the route's channels politely."""
+        for tracker in self._trackers:
+            tracker.flush()
+        with trio.move_on_after(CLOSE_TIMEOUT):
+            for channel in self._channels:
+                with contextlib.suppress(AMQPError):
+                    await channel.close()
