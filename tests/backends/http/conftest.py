@@ -1,12 +1,15 @@
 """Fixtures for HTTP tests: apps on port 0 (tests run in parallel) and a real HTTP client.
 
-Every app here also runs its AMQP backend (it is always on), so these tests talk to the real
-broker too; the pure routing/response unit tests need neither.
+An HTTP-only app never dials the broker, so ``make_app`` points its apps at a port where
+nothing listens: a test passes without a broker, and would see a broker problem in /health
+if the AMQP backend started anyway. Tests about the broker pass ``amqp_url`` and run the
+AMQP backend with ``app.amqp.enable()``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -21,12 +24,25 @@ from trioworker import App, open_app
 MUST_HAPPEN = 15.0
 
 
+def closed_port() -> int:
+    """A local port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def no_broker_url() -> str:
+    """An AMQP URL where no broker answers."""
+    return f"amqp://guest:guest@127.0.0.1:{closed_port()}/%2F"
+
+
 @pytest.fixture
-def make_app(amqp_url: str, unique_name: Callable[..., str]) -> Callable[..., App]:
-    """``make_app(**App options)``: port 0, the test broker, a unique name, grace 5 s."""
+def make_app(no_broker_url: str, unique_name: Callable[..., str]) -> Callable[..., App]:
+    """``make_app(**App options)``: port 0, no broker, a unique name, grace 5 s."""
 
     def make(**options: Any) -> App:
-        options.setdefault("amqp_url", amqp_url)
+        options.setdefault("amqp_url", no_broker_url)
         options.setdefault("name", unique_name("http"))
         options.setdefault("grace_period", 5.0)
         options.setdefault("http_port", 0)

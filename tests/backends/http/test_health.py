@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 
 import httpx
@@ -12,7 +11,7 @@ import trio
 from tests.support.proxy import open_tcp_proxy
 from trioworker import App
 
-from .conftest import MUST_HAPPEN, serving
+from .conftest import MUST_HAPPEN, closed_port, serving
 
 pytestmark = pytest.mark.broker
 
@@ -26,16 +25,11 @@ async def _wait_for_status(client: httpx.AsyncClient, status: int) -> httpx.Resp
             await trio.sleep(0.05)
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_health_is_503_when_the_broker_cannot_be_reached(
     make_app: Callable[..., App],
 ) -> None:
-    app = make_app(amqp_url=f"amqp://guest:guest@127.0.0.1:{_closed_port()}/%2F")
+    app = make_app(amqp_url=f"amqp://guest:guest@127.0.0.1:{closed_port()}/%2F")
+    app.amqp.enable()  # a worker that publishes: it connects at startup
     async with serving(app) as client:
         r = await client.get("/health")
     assert r.status_code == 503
@@ -51,6 +45,7 @@ async def test_health_follows_a_broker_connection_cut_and_reconnect(
 ) -> None:
     async with open_tcp_proxy(*broker_host_port) as proxy:
         app = make_app(amqp_url=proxy.amqp_url())
+        app.amqp.enable()
         async with serving(app) as client:
             await _wait_for_status(client, 200)
             proxy.refuse_new = True

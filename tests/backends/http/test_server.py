@@ -17,8 +17,6 @@ from trioworker import App, HTTPError, Request, Response, StartupError, open_app
 
 from .conftest import MUST_HAPPEN, client_for, serving, wait_serving
 
-pytestmark = pytest.mark.broker
-
 MakeApp = Callable[..., App]
 
 
@@ -329,8 +327,8 @@ async def test_route_added_to_a_running_server_is_served_at_once(make_app: MakeA
     assert (r.status_code, r.text) == (200, "late")
 
 
-async def test_server_starts_with_the_first_route_of_a_running_app(amqp_url: str) -> None:
-    app = App(amqp_url=amqp_url, name="http-late-start", grace_period=5.0)
+async def test_server_starts_with_the_first_route_of_a_running_app(no_broker_url: str) -> None:
+    app = App(amqp_url=no_broker_url, name="http-late-start", grace_period=5.0)
     app.http.port = 0  # where to listen, once something turns the server on
     async with open_app(app):
         assert not app.http.active and not app.http.serving
@@ -349,23 +347,40 @@ async def test_server_starts_with_the_first_route_of_a_running_app(amqp_url: str
     assert health.json()["backends"]["http"]["ok"] is True
 
 
-async def test_a_worker_without_routes_does_not_listen(amqp_url: str) -> None:
-    app = App(amqp_url=amqp_url, name="http-off")
+async def test_a_worker_without_routes_does_not_listen(no_broker_url: str) -> None:
+    app = App(amqp_url=no_broker_url, name="http-off")
+    app.amqp.enable()  # an AMQP-only worker
     assert app.http.port == 8080 and not app.http.active
     async with open_app(app):
         assert not app.http.serving
         assert set(app.health()) == {"amqp"}
 
 
+async def test_an_http_only_app_runs_without_a_broker(make_app: MakeApp) -> None:
+    app = make_app()  # its amqp_url is a port where nothing listens
+
+    @app.http.get("/hello")
+    async def hello(request: Request) -> str:
+        return "hello"
+
+    async with serving(app) as client:
+        r = await client.get("/hello")
+        health = await client.get("/health")
+    assert r.text == "hello"
+    assert health.status_code == 200
+    assert set(health.json()["backends"]) == {"http"}
+    assert not list(app.amqp.supervisors)  # it never dialled the broker
+
+
 async def test_the_server_is_turned_on_by_port_env_or_enable(
-    amqp_url: str, monkeypatch: pytest.MonkeyPatch
+    no_broker_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TRIOWORKER_HTTP_PORT", "0")
     monkeypatch.setenv("TRIOWORKER_HTTP_HOST", "localhost")
-    by_env = App(amqp_url=amqp_url, name="http-env")
+    by_env = App(amqp_url=no_broker_url, name="http-env")
     monkeypatch.delenv("TRIOWORKER_HTTP_PORT")
     monkeypatch.delenv("TRIOWORKER_HTTP_HOST")
-    by_enable = App(amqp_url=amqp_url, name="http-enable")
+    by_enable = App(amqp_url=no_broker_url, name="http-enable")
     by_enable.http.port = 0
     assert by_env.http.active and not by_enable.http.active
     async with open_app(by_env), open_app(by_enable):
@@ -389,13 +404,17 @@ def test_bad_port_settings_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         App(health_path="healthz")
 
 
-async def test_a_taken_port_fails_startup_and_leaves_nothing_running(make_app: MakeApp) -> None:
+@pytest.mark.broker
+async def test_a_taken_port_fails_startup_and_leaves_nothing_running(
+    make_app: MakeApp, amqp_url: str
+) -> None:
     with socket.socket() as taken:
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        app = make_app(http_port=port)
+        app = make_app(http_port=port, amqp_url=amqp_url)
+        app.amqp.enable()  # started before the HTTP server: it must be stopped again
         with pytest.raises(StartupError, match=f"cannot listen on 127.0.0.1:{port}") as info:
             async with open_app(app):
                 pytest.fail("the app must not start")
@@ -503,8 +522,10 @@ async def test_health_is_503_while_shutting_down(make_app: MakeApp) -> None:
     assert held[0].text == "released"
 
 
-async def test_health_lists_every_backend(make_app: MakeApp) -> None:
-    app = make_app()
+@pytest.mark.broker
+async def test_health_lists_every_backend(make_app: MakeApp, amqp_url: str) -> None:
+    app = make_app(amqp_url=amqp_url)
+    app.amqp.enable()
     async with serving(app) as client:
         r = await client.get("/health")
     assert r.status_code == 200

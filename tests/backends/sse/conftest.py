@@ -1,7 +1,8 @@
-"""Fixtures for the SSE tests: a real SSE server (hypercorn, port 0) and apps."""
+"""Fixtures for the SSE tests: a real SSE server (hypercorn, port 0) and apps (no broker)."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,6 +17,13 @@ from ._server import SSEServer, running_server
 MUST_HAPPEN = 15.0
 
 
+def closed_port() -> int:
+    """A local port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.fixture
 async def sse_server() -> AsyncIterator[SSEServer]:
     async with running_server() as server:
@@ -23,12 +31,12 @@ async def sse_server() -> AsyncIterator[SSEServer]:
 
 
 @pytest.fixture
-def make_app(amqp_url: str, unique_name: Callable[..., str]) -> Callable[..., App]:
-    """An App with a unique name and a short grace period (it also connects to the broker:
-    the AMQP backend is always on)."""
+def make_app(unique_name: Callable[..., str]) -> Callable[..., App]:
+    """An App with a unique name and a short grace period. An SSE-only app never dials the
+    broker, so its ``amqp_url`` is a port where nothing listens."""
 
     def make(**options: Any) -> App:
-        options.setdefault("amqp_url", amqp_url)
+        options.setdefault("amqp_url", f"amqp://guest:guest@127.0.0.1:{closed_port()}/%2F")
         options.setdefault("name", unique_name("sse"))
         options.setdefault("grace_period", 5.0)
         return App(**options)

@@ -15,8 +15,6 @@ from trioworker import App, Event, open_app
 from ._server import SSEServer
 from .conftest import MUST_HAPPEN, Bulks
 
-pytestmark = pytest.mark.broker  # the app's AMQP backend is always on
-
 
 async def test_a_failing_handler_is_logged_hooked_and_the_stream_goes_on(
     sse_server: SSEServer,
@@ -123,6 +121,23 @@ async def test_shutdown_past_the_grace_period_drops_with_a_warning(
     assert 0.4 <= stopped_after <= 5.0
     assert "2 events (ids '1'..'2') not handled: the grace period ran out" in caplog.text
     assert app.sse.runs == []  # the backend is fully stopped
+
+
+async def test_an_sse_only_app_runs_without_a_broker(
+    sse_server: SSEServer, make_app: Callable[..., App], bulks: Bulks
+) -> None:
+    sse_server.publish("a")
+    app = make_app()  # its amqp_url is a port where nothing listens
+
+    @app.sse.consume(sse_server.url)
+    async def handle(events: list[Event]) -> None:
+        bulks.add(events)
+
+    async with open_app(app):
+        await bulks.wait_for(1)
+        health = app.health()
+    assert set(health) == {"sse"} and health["sse"].ok
+    assert not list(app.amqp.supervisors)  # it never dialled the broker
 
 
 async def test_a_stream_registered_on_a_running_app_starts_at_once(

@@ -15,8 +15,6 @@ from trioworker import App, Event, open_app
 from ._server import Reply, SSEServer
 from .conftest import MUST_HAPPEN, Bulks
 
-pytestmark = pytest.mark.broker  # the app's AMQP backend is always on
-
 
 async def test_bulks_by_size_and_the_request_headers(
     sse_server: SSEServer, make_app: Callable[..., App], bulks: Bulks
