@@ -18,6 +18,7 @@ from pamqp import heartbeat as pamqp_heartbeat
 
 from trioworker.amqp.protocol import (
     AMQPConnection,
+    AMQPEvent,
     ChannelClosed,
     ChannelFlow,
     ChannelOpened,
@@ -29,7 +30,6 @@ from trioworker.amqp.protocol import (
     ConnectionUnblocked,
     ConsumerCancelled,
     Delivery,
-    Event,
     HeartbeatTimeout,
     LocalProtocolError,
     MethodReceived,
@@ -67,7 +67,7 @@ def only(frames: list[tuple[int, Any]]) -> tuple[int, Any]:
     return frames[0]
 
 
-def describe(event: Event) -> tuple[Any, ...]:
+def describe(event: AMQPEvent) -> tuple[Any, ...]:
     """A comparable summary of an event, raw properties included."""
     fields: list[tuple[str, Any]] = []
     for cls in type(event).__mro__:
@@ -650,7 +650,7 @@ def confirm_frames(number: int, *acks: tuple[str, int, bool]) -> bytes:
     return b"".join(out)
 
 
-def confirmed(events: list[Event]) -> list[tuple[list[int], bool]]:
+def confirmed(events: list[AMQPEvent]) -> list[tuple[list[int], bool]]:
     assert all(isinstance(e, PublishConfirmed) for e in events), events
     return [(e.delivery_tags, e.ack) for e in events if isinstance(e, PublishConfirmed)]
 

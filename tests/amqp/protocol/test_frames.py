@@ -30,6 +30,7 @@ from trioworker.amqp.protocol import (
     decode_properties,
 )
 from trioworker.amqp.protocol import _frames as F
+from trioworker.amqp.protocol import _methods as M
 
 from ._broker import build
 
@@ -425,7 +426,7 @@ def test_decode_confirm_equals_pamqp(tag: int, multiple: bool, nack: bool, reque
     frame = pamqp_frame.marshal(command, 1)
     _, _, reference = pamqp_frame.unmarshal(frame)
     index = struct.unpack_from(">I", frame, F.FRAME_HEADER_SIZE)[0]
-    assert index == (F.BASIC_NACK if nack else F.BASIC_ACK)
+    assert index == (M.BASIC_NACK if nack else M.BASIC_ACK)
     start, end = method_bounds(frame)
     decoded_tag, bits = F.decode_confirm(frame, start, end)
     assert decoded_tag == reference.delivery_tag

@@ -20,8 +20,8 @@ from pamqp import commands
 
 from trioworker.amqp.protocol import (
     AMQPConnection,
+    AMQPEvent,
     ConnectionState,
-    Event,
     LocalProtocolError,
     RemoteProtocolError,
 )
@@ -54,7 +54,7 @@ def feed(conn: AMQPConnection, chunks: list[bytes]) -> RemoteProtocolError | Non
         try:
             for chunk in chunks:
                 events = conn.receive_data(chunk)
-                assert all(isinstance(e, Event) for e in events)
+                assert all(isinstance(e, AMQPEvent) for e in events)
         except RemoteProtocolError as exc:
             assert_failed_cleanly(conn, exc)
             return exc

@@ -4,7 +4,7 @@ Nothing here imports trio, sockets or a clock (see design.md, layering rule 1), 
 rule can be tested with byte fixtures alone. :mod:`trioworker.amqp` runs it over trio.
 """
 
-from ._connection import AMQPConnection, ChannelState, ConnectionState, negotiate
+from ._connection import AMQPConnection
 from ._errors import (
     AMQPError,
     HeartbeatTimeout,
@@ -14,6 +14,7 @@ from ._errors import (
     RemoteProtocolError,
 )
 from ._events import (
+    AMQPEvent,
     BasicProperties,
     ChannelClosed,
     ChannelFlow,
@@ -24,16 +25,18 @@ from ._events import (
     ConnectionUnblocked,
     ConsumerCancelled,
     Delivery,
-    Event,
     MethodReceived,
     PublishConfirmed,
     Returned,
     decode_properties,
 )
+from ._handshake import negotiate
+from ._state import ChannelState, ConnectionState
 
 __all__ = [
     "AMQPConnection",
     "AMQPError",
+    "AMQPEvent",
     "BasicProperties",
     "ChannelClosed",
     "ChannelFlow",
@@ -46,7 +49,6 @@ __all__ = [
     "ConnectionUnblocked",
     "ConsumerCancelled",
     "Delivery",
-    "Event",
     "HeartbeatTimeout",
     "LocalProtocolError",
     "MethodReceived",

@@ -1,13 +1,17 @@
-"""Events produced by :meth:`AMQPConnection.receive_data`.
+"""Events produced by :meth:`AMQPConnection.receive_data`; :data:`AMQPEvent` is their union.
 
-Each event is a small slotted class: the consume path creates one :class:`Delivery` per
-message, so construction cost matters more than elegance here. Message properties stay as
-raw bytes until first read (see :class:`PropertyDecodeError` for why).
+Events that never change are frozen, slotted dataclasses. The two that carry a message,
+:class:`Delivery` and :class:`Returned`, are hand-written slotted classes instead: the
+consume path creates one :class:`Delivery` per message, and a frozen dataclass's
+``__init__`` (one ``object.__setattr__`` per field) costs about three times as much; and
+their properties stay as raw bytes until first read, then are cached on the event (see
+:class:`PropertyDecodeError` for why), which a frozen instance could not do.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 from pamqp import base, commands
 
@@ -96,134 +100,84 @@ def decode_properties(raw: bytes) -> BasicProperties:
     return props
 
 
-class Event:
-    """Base class of everything :meth:`AMQPConnection.receive_data` returns."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _public_slots(self))
-        return f"{type(self).__name__}({fields})"
-
-
-def _public_slots(obj: object) -> list[str]:
-    names: list[str] = []
-    for cls in type(obj).__mro__:
-        names.extend(s for s in getattr(cls, "__slots__", ()) if not s.startswith("_"))
-    return names
-
-
-class ConnectionOpened(Event):
+@dataclass(slots=True, frozen=True)
+class ConnectionOpened:
     """``Connection.OpenOk`` arrived: the handshake is over, channels may be opened."""
 
-    __slots__ = ("channel_max", "frame_max", "heartbeat", "server_properties")
-
-    def __init__(
-        self, server_properties: dict[str, Any], channel_max: int, frame_max: int, heartbeat: int
-    ) -> None:
-        self.server_properties = server_properties
-        self.channel_max = channel_max
-        self.frame_max = frame_max
-        self.heartbeat = heartbeat
+    server_properties: dict[str, Any]
+    channel_max: int
+    frame_max: int
+    heartbeat: int
 
 
-class ConnectionClosed(Event):
+@dataclass(slots=True, frozen=True)
+class ConnectionClosed:
     """The connection closed: by the peer's ``Connection.Close``, or our close completed."""
 
-    __slots__ = ("by_peer", "class_id", "method_id", "reply_code", "reply_text")
-
-    def __init__(
-        self,
-        reply_code: int,
-        reply_text: str,
-        by_peer: bool,
-        class_id: int = 0,
-        method_id: int = 0,
-    ) -> None:
-        self.reply_code = reply_code
-        self.reply_text = reply_text
-        self.by_peer = by_peer
-        self.class_id = class_id
-        self.method_id = method_id
+    reply_code: int
+    reply_text: str
+    by_peer: bool
+    class_id: int = 0
+    method_id: int = 0
 
 
-class ConnectionBlocked(Event):
+@dataclass(slots=True, frozen=True)
+class ConnectionBlocked:
     """The broker stopped reading publishes (memory or disk alarm)."""
 
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
+    reason: str
 
 
-class ConnectionUnblocked(Event):
+@dataclass(slots=True, frozen=True)
+class ConnectionUnblocked:
     """The broker resumed reading publishes."""
 
-    __slots__ = ()
 
-
-class ChannelOpened(Event):
+@dataclass(slots=True, frozen=True)
+class ChannelOpened:
     """``Channel.OpenOk`` arrived for ``channel``."""
 
-    __slots__ = ("channel",)
-
-    def __init__(self, channel: int) -> None:
-        self.channel = channel
+    channel: int
 
 
-class ChannelClosed(Event):
+@dataclass(slots=True, frozen=True)
+class ChannelClosed:
     """``channel`` is closed; its number may be reused from now on."""
 
-    __slots__ = ("by_peer", "channel", "class_id", "method_id", "reply_code", "reply_text")
-
-    def __init__(
-        self,
-        channel: int,
-        reply_code: int,
-        reply_text: str,
-        by_peer: bool,
-        class_id: int = 0,
-        method_id: int = 0,
-    ) -> None:
-        self.channel = channel
-        self.reply_code = reply_code
-        self.reply_text = reply_text
-        self.by_peer = by_peer
-        self.class_id = class_id
-        self.method_id = method_id
+    channel: int
+    reply_code: int
+    reply_text: str
+    by_peer: bool
+    class_id: int = 0
+    method_id: int = 0
 
 
-class ChannelFlow(Event):
+@dataclass(slots=True, frozen=True)
+class ChannelFlow:
     """The broker asked to pause (``active=False``) or resume content on ``channel``."""
 
-    __slots__ = ("active", "channel")
-
-    def __init__(self, channel: int, active: bool) -> None:
-        self.channel = channel
-        self.active = active
+    channel: int
+    active: bool
 
 
-class MethodReceived(Event):
+@dataclass(slots=True, frozen=True)
+class MethodReceived:
     """The reply to the synchronous request outstanding on ``channel``."""
 
-    __slots__ = ("channel", "method")
-
-    def __init__(self, channel: int, method: base.Frame) -> None:
-        self.channel = channel
-        self.method = method
+    channel: int
+    method: base.Frame
 
 
-class ConsumerCancelled(Event):
+@dataclass(slots=True, frozen=True)
+class ConsumerCancelled:
     """The broker cancelled a consumer (queue deleted, node down): ``Basic.Cancel``."""
 
-    __slots__ = ("channel", "consumer_tag")
-
-    def __init__(self, channel: int, consumer_tag: str) -> None:
-        self.channel = channel
-        self.consumer_tag = consumer_tag
+    channel: int
+    consumer_tag: str
 
 
-class PublishConfirmed(Event):
+@dataclass(slots=True, frozen=True)
+class PublishConfirmed:
     """Publisher confirms for ``delivery_tags`` (ascending): ``ack`` or nack.
 
     A multiple-ack is resolved by the core against its deque of outstanding tags, so every
@@ -231,15 +185,12 @@ class PublishConfirmed(Event):
     sends.
     """
 
-    __slots__ = ("ack", "channel", "delivery_tags")
-
-    def __init__(self, channel: int, delivery_tags: list[int], ack: bool) -> None:
-        self.channel = channel
-        self.delivery_tags = delivery_tags
-        self.ack = ack
+    channel: int
+    delivery_tags: list[int]
+    ack: bool
 
 
-class _Content(Event):
+class _Content:
     """A message with lazily decoded properties."""
 
     __slots__ = ("_properties", "_raw_properties", "body", "channel", "exchange", "routing_key")
@@ -266,6 +217,16 @@ class _Content(Event):
     def raw_properties(self) -> bytes:
         """The undecoded property flags and list, exactly as received."""
         return self._raw_properties
+
+    def __repr__(self) -> str:
+        names = [
+            name
+            for cls in type(self).__mro__
+            for name in getattr(cls, "__slots__", ())
+            if not name.startswith("_")
+        ]
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
+        return f"{type(self).__name__}({fields})"
 
 
 class Delivery(_Content):
@@ -329,3 +290,20 @@ class Returned(_Content):
         self._raw_properties = raw_properties
         self._properties = None
         self.delivery_tag = delivery_tag
+
+
+#: Everything :meth:`AMQPConnection.receive_data` returns.
+AMQPEvent: TypeAlias = (
+    ConnectionOpened
+    | ConnectionClosed
+    | ConnectionBlocked
+    | ConnectionUnblocked
+    | ChannelOpened
+    | ChannelClosed
+    | ChannelFlow
+    | MethodReceived
+    | ConsumerCancelled
+    | PublishConfirmed
+    | Delivery
+    | Returned
+)

@@ -17,9 +17,11 @@ import struct
 
 from pamqp import base, commands
 from pamqp import encode as pamqp_encode
+from pamqp import exceptions as pamqp_exceptions
 from pamqp import frame as pamqp_frame
 
 from ._errors import FRAME_ERROR, LocalProtocolError, RemoteProtocolError
+from ._methods import BASIC_ACK, BASIC_NACK, BASIC_REJECT
 
 FRAME_METHOD = 1
 FRAME_HEADER = 2
@@ -35,12 +37,10 @@ PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 HEARTBEAT_FRAME = b"\x08\x00\x00\x00\x00\x00\x00\xce"
 EMPTY_PROPERTIES = b"\x00\x00"
 
-# (class_id << 16) | method_id of the frames decoded by hand.
-BASIC_DELIVER = 0x003C003C
-BASIC_ACK = 0x003C0050
-BASIC_NACK = 0x003C0078
-
-_frame_header = struct.Struct(">BHI")
+#: Unpacks a frame header: ``(type, channel, payload size)``.
+frame_header = struct.Struct(">BHI")
+#: Unpacks the method id at the start of a method frame's payload (see :mod:`._methods`).
+method_index = struct.Struct(">I")
 _method_header = struct.Struct(">BHII")  # frame header + class/method index
 _content_header = struct.Struct(">BHIHHQ")
 _ack = struct.Struct(">BHIIQB")
@@ -79,7 +79,7 @@ def encode_publish(
             else b"\x00"
         )
     )
-    return _frame_header.pack(FRAME_METHOD, channel, len(payload)) + payload + FRAME_END_BYTE
+    return frame_header.pack(FRAME_METHOD, channel, len(payload)) + payload + FRAME_END_BYTE
 
 
 def encode_properties(properties: commands.Basic.Properties | None) -> bytes:
@@ -162,13 +162,13 @@ def encode_body(channel: int, body: bytes, max_payload: int) -> list[bytes]:
     if size <= max_payload:
         if not size:
             return []
-        return [_frame_header.pack(FRAME_BODY, channel, size) + body + FRAME_END_BYTE]
+        return [frame_header.pack(FRAME_BODY, channel, size) + body + FRAME_END_BYTE]
     view = memoryview(body)
     frames = []
     for start in range(0, size, max_payload):
         chunk = view[start : start + max_payload]
         frames.append(
-            _frame_header.pack(FRAME_BODY, channel, len(chunk)) + bytes(chunk) + FRAME_END_BYTE
+            frame_header.pack(FRAME_BODY, channel, len(chunk)) + bytes(chunk) + FRAME_END_BYTE
         )
     return frames
 
@@ -187,9 +187,23 @@ def encode_basic_nack(channel: int, delivery_tag: int, multiple: bool, requeue: 
 def encode_basic_reject(channel: int, delivery_tag: int, requeue: bool) -> bytes:
     """Encode ``Basic.Reject`` (class 60, method 90)."""
     return (
-        _ack.pack(FRAME_METHOD, channel, 13, 0x003C005A, delivery_tag, 1 if requeue else 0)
+        _ack.pack(FRAME_METHOD, channel, 13, BASIC_REJECT, delivery_tag, 1 if requeue else 0)
         + FRAME_END_BYTE
     )
+
+
+def decode_method(data: bytes, pos: int, next_pos: int) -> base.Frame:
+    """Decode the method frame in ``data[pos:next_pos]`` (header and end octet included)
+    through pamqp; any failure is the peer's: :class:`RemoteProtocolError` (501)."""
+    try:
+        _, _, method = pamqp_frame.unmarshal(data[pos:next_pos])
+    except (pamqp_exceptions.UnmarshalingException, ValueError, struct.error) as exc:
+        raise RemoteProtocolError(f"malformed method frame: {exc}", FRAME_ERROR) from exc
+    except Exception as exc:  # pamqp can raise OverflowError, KeyError, ... on garbage
+        raise RemoteProtocolError(f"malformed method frame: {exc!r}", FRAME_ERROR) from exc
+    if not isinstance(method, base.Frame):
+        raise RemoteProtocolError("expected a method frame", FRAME_ERROR)
+    return method
 
 
 def decode_deliver(data: bytes, start: int, end: int) -> tuple[str, int, bool, str, str]:
