@@ -1,9 +1,9 @@
 """A channel over its connection: consuming, publishing, acknowledging, and the events the
 connection's reader hands it.
 
-A :class:`Channel` adds to the synchronous methods of :class:`~._channel_methods.
-ChannelMethods` what makes a channel useful at rate: consumers (:mod:`._consumer`),
-publishes and their confirms (:mod:`._confirmation`), and acks. Acks, nacks and rejects are
+A :class:`Channel` adds to its synchronous methods (:mod:`._channel_methods`) what makes
+a channel useful at rate: consumers (:mod:`._consumer`), publishes and their confirms
+(:mod:`._confirmation`), and acks. Acks, nacks and rejects are
 plain (non-async) calls — they only queue a frame for the writer — so a consumer loop pays no
 scheduling cost per acknowledgement.
 
