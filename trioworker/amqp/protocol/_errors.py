@@ -18,12 +18,10 @@ from __future__ import annotations
 
 # AMQP 0-9-1 reply codes used by the core (spec section 1.9 / RabbitMQ's errata).
 FRAME_ERROR = 501
-SYNTAX_ERROR = 502
 COMMAND_INVALID = 503
 CHANNEL_ERROR = 504
 UNEXPECTED_FRAME = 505
 NOT_IMPLEMENTED = 540
-INTERNAL_ERROR = 541
 
 
 class AMQPError(Exception):
