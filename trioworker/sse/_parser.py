@@ -53,9 +53,11 @@ _BOM = b"\xef\xbb\xbf"
 _LINE_END = re.compile(rb"[\r\n]")
 _CR = 0x0D
 _LF = 0x0A
-# A retry longer than this many digits is clamped: nobody means a delay beyond 31 years,
-# and int() on thousands of digits is slow (and refused by Python past 4300 digits).
+# A retry longer than this many significant digits is clamped: nobody means a delay beyond
+# 31 years, and int() on thousands of digits is slow (and refused by Python past 4300
+# digits). Leading zeros are not significant: WHATWG reads "retry:000399" as 399.
 _MAX_RETRY_DIGITS = 12
+_MAX_RETRY = 10**_MAX_RETRY_DIGITS - 1
 
 
 class SSEProtocolError(ValueError):
@@ -198,9 +200,7 @@ class EventParser:
                 self._id_buffer = value
         elif field == "retry" and value.isascii() and value.isdigit():
             # isdigit() alone accepts "²" and other Unicode digits; the spec wants ASCII.
-            if len(value) > _MAX_RETRY_DIGITS:
-                value = "9" * _MAX_RETRY_DIGITS
-            self.retry = self._event_retry = int(value)
+            self.retry = self._event_retry = _retry_ms(value)
         return None
 
     def _dispatch(self) -> SSEEvent | None:
@@ -220,3 +220,16 @@ class EventParser:
             id=self._id_buffer,
             retry=retry,
         )
+
+
+def _retry_ms(digits: str) -> int:
+    """The value of an all-ASCII-digit ``retry`` field, clamped to :data:`_MAX_RETRY`.
+
+    The cap counts significant digits only: zeros in front change nothing in base ten (the
+    standard reads the field as a base-ten integer), so ``"0000000000399"`` is 399, not a
+    13-digit number clamped to the maximum.
+    """
+    significant = digits.lstrip("0")
+    if len(significant) > _MAX_RETRY_DIGITS:
+        return _MAX_RETRY
+    return int(significant or "0")
