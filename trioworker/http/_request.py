@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 from ._errors import BadRequest, PayloadTooLarge
+from ._json import parse_json
 
 __all__ = ["ClientDisconnect", "Headers", "QueryParams", "Request"]
 
@@ -165,15 +165,9 @@ class Request:
             ) from None
 
     async def json(self) -> Any:
-        """The body parsed as JSON; malformed JSON raises :class:`BadRequest` (→ 400)."""
-        raw = await self.body()
-        if not raw.strip():
-            raise BadRequest("malformed JSON body: the body is empty")
-        try:
-            return json.loads(raw)
-        except UnicodeDecodeError as exc:
-            raise BadRequest(f"malformed JSON body: not valid UTF-8 ({exc.reason})") from None
-        except json.JSONDecodeError as exc:
-            raise BadRequest(
-                f"malformed JSON body: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-            ) from None
+        """The body parsed as JSON (UTF-8, a leading BOM ignored, no NaN or Infinity).
+
+        Whatever the body holds, a malformed one raises :class:`BadRequest` (→ 400) with a
+        short reason, never another exception (→ 500): see :mod:`._json` for the limits.
+        """
+        return parse_json(await self.body())
