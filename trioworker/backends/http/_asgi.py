@@ -104,6 +104,10 @@ class ASGIApp:
         backend = self.backend
         method: str = scope["method"]
         path: str = scope["path"]
+        if "\0" in path:
+            # A decoded %00 would reach handlers as a NUL character, which truncates paths
+            # in C APIs and file systems. No route can mean it: refuse before routing.
+            return _error(400, "the request path contains a NUL character (%00)"), UNMATCHED
         builtin = backend.builtin(path)
         if builtin is not None:
             if method not in _BUILTIN_METHODS:
