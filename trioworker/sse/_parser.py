@@ -57,7 +57,7 @@ _LF = 0x0A
 # 31 years, and int() on thousands of digits is slow (and refused by Python past 4300
 # digits). Leading zeros are not significant: WHATWG reads "retry:000399" as 399.
 _MAX_RETRY_DIGITS = 12
-_MAX_RETRY = 10**_MAX_RETRY_DIGITS - 1
+_MAX_RETRY: int = 10**_MAX_RETRY_DIGITS - 1
 
 
 class SSEProtocolError(ValueError):
