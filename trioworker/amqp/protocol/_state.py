@@ -2,12 +2,12 @@
 
 Every rule about *which method may arrive when* lives here, as data: one row per state,
 mapping a method id (:mod:`._methods`) to the state it leads to. What a method *does*
-(the reply it makes the core queue, the event it produces) lives with the code that
-receives it (:mod:`._receive`); whether it is allowed, and where it leads, is only looked
-up here. A method missing from its state's row is a protocol violation (505
-``UNEXPECTED_FRAME``) — except in a row marked as discarding, where the spec says to drop
-frames while a close handshake runs (4.2.7: "the peer that sends Close must discard
-frames until CloseOk").
+(the reply it makes the core queue, the event it produces) lives with its handler
+(:mod:`._receive` for channel 0, :mod:`._channel_methods` for the others); whether it is
+allowed, and where it leads, is only looked up here. A method missing from its state's
+row is a protocol violation (505 ``UNEXPECTED_FRAME``) — except in a state that discards,
+where the spec says to drop frames while a close handshake runs (4.2.7: "the peer that
+sends Close must discard frames until CloseOk").
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ _C = ConnectionState
 #: Methods the broker may send on channel 0, and the connection state each leads to.
 #:
 #: The handshake is a fixed sequence (spec 2.2.4): Start is answered by StartOk, Tune by
-#: TuneOk + Open, and OpenOk ends it; only PLAIN authentication is offered, so a Secure
-#: challenge (which can only follow StartOk) is refused by its handler. The broker may close
+#: TuneOk + Open, and OpenOk ends it. We answer Start with PLAIN credentials, so a Secure
+#: challenge (which can only follow StartOk) is refused by its handler (540). The broker may close
 #: the connection at any point, even mid-handshake (a refused login is a Close). Blocked
 #: and Unblocked (RabbitMQ's resource alarms) come only once the connection is open.
 CONNECTION_TRANSITIONS: Final[Mapping[ConnectionState, Mapping[int, ConnectionState]]] = {
