@@ -1,8 +1,9 @@
 """Differential tests: the hand-written hot-frame codec in ``_frames.py`` against pamqp.
 
-design.md, layering rule 2: hot frames may be hand-encoded for speed *only* with tests proving
-byte-for-byte equality with pamqp, the reference codec, on generated inputs. Every test here
-builds the same frame both ways and compares bytes (or decoded fields).
+Layering rule 2 of docs/architecture.md: hot frames may be hand-encoded for speed *only*
+with tests proving byte-for-byte equality with pamqp, the reference codec, on generated
+inputs. Every test here builds the same frame both ways and compares bytes (or decoded
+fields).
 
 pamqp encodes ``longlong`` fields (delivery tags, body sizes) as *signed* 64-bit integers and
 refuses values above 2**63 - 1, so the differential range for those stops there; the spec's

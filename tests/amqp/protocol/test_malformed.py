@@ -1,7 +1,7 @@
 """Property tests: whatever bytes the peer sends, the core either makes sense of them or
 raises :class:`RemoteProtocolError` — never another exception type, never a hang.
 
-design.md, layering rule 1 and "Testing rules": random, truncated and corrupted input must
+Layering rule 1 of docs/architecture.md: random, truncated and corrupted input must
 raise the protocol error; the error is sticky (h11 style) and the peer is told why with a
 ``Connection.Close`` carrying the reply code.
 

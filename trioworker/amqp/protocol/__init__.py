@@ -1,7 +1,8 @@
 """The sans-IO AMQP 0-9-1 protocol core: bytes in, events out; commands in, bytes out.
 
-Nothing here imports trio, sockets or a clock (see design.md, layering rule 1), so every
-rule can be tested with byte fixtures alone. :mod:`trioworker.amqp` runs it over trio.
+Nothing here imports trio, sockets or a clock (layering rule 1 of docs/architecture.md),
+so every rule can be tested with byte fixtures alone. :mod:`trioworker.amqp` runs it over
+trio.
 """
 
 from ._connection import AMQPConnection
