@@ -5,7 +5,7 @@ hypercorn with the ASGI app of :mod:`trioworker.backends.http`; this package hol
 they serve with and imports nothing of the framework. See docs/http.md.
 """
 
-from ._errors import BadRequest, HTTPError, PayloadTooLarge
+from ._errors import BadRequest, HTTPError, PayloadTooLarge, RequestTimeout
 from ._request import Headers, QueryParams, Request
 from ._response import Response
 
@@ -16,5 +16,6 @@ __all__ = [
     "PayloadTooLarge",
     "QueryParams",
     "Request",
+    "RequestTimeout",
     "Response",
 ]

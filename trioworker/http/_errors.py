@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BadRequest", "HTTPError", "PayloadTooLarge"]
+__all__ = ["BadRequest", "HTTPError", "PayloadTooLarge", "RequestTimeout"]
 
 
 class HTTPError(Exception):
@@ -37,3 +37,16 @@ class PayloadTooLarge(HTTPError):
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"request body larger than {limit} bytes")
         self.limit = limit
+
+
+class RequestTimeout(HTTPError):
+    """The body did not arrive within ``app.http.body_timeout`` seconds: 408.
+
+    A client that trickles its body (a byte a second) would otherwise hold its connection
+    for as long as it likes; past the deadline the request is answered and the connection
+    closed.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"request body not received within {seconds:g} s")
+        self.seconds = seconds

@@ -13,7 +13,9 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ...http._errors import HTTPError
+import trio
+
+from ...http._errors import HTTPError, RequestTimeout
 from ...http._request import ClientDisconnect, Request
 from ...http._response import Response, to_response
 from ...http._routing import METHODS, Router
@@ -56,6 +58,16 @@ class Site(Protocol):
 
     @property
     def max_body_size(self) -> int: ...
+
+    @property
+    def max_header_size(self) -> int:
+        """Largest request head (headers) accepted, in bytes."""
+        ...
+
+    @property
+    def body_timeout(self) -> float | None:
+        """Seconds from the headers to the end of the body; None: no limit."""
+        ...
 
     def builtin(self, path: str) -> Callable[[], Response] | None:
         """The built-in endpoint (/health, /metrics) at ``path``, if any."""
@@ -108,6 +120,11 @@ class ASGIApp:
             # A decoded %00 would reach handlers as a NUL character, which truncates paths
             # in C APIs and file systems. No route can mean it: refuse before routing.
             return _error(400, "the request path contains a NUL character (%00)"), UNMATCHED
+        if _head_size(scope) > backend.max_header_size:
+            # h11 bounds only a head still incomplete; one that arrived whole in a single
+            # read is checked here, so the limit means the same however it was sent.
+            limit = backend.max_header_size
+            return _error(431, f"request headers larger than {limit} bytes"), UNMATCHED
         builtin = backend.builtin(path)
         if builtin is not None:
             if method not in _BUILTIN_METHODS:
@@ -123,6 +140,8 @@ class ASGIApp:
             if found.allowed:
                 return _not_allowed(found.allowed), UNMATCHED
             return _error(404, "not found"), UNMATCHED
+        if backend.body_timeout is not None:
+            receive = _timed(receive, backend.body_timeout)
         request = Request(
             scope,
             receive,
@@ -137,10 +156,37 @@ class ASGIApp:
         except ClientDisconnect:
             raise
         except HTTPError as exc:
-            return _error(exc.status, exc.message), route.template
+            # After a 408 the body's rest may still trickle in: say the connection ends
+            # (RFC 9110 §15.5.9); hypercorn closes it as the request was not read whole.
+            close = {"Connection": "close"} if isinstance(exc, RequestTimeout) else None
+            return _error(exc.status, exc.message, close), route.template
         except Exception:
             log.exception("%s %s: handler %s failed", method, path, route.name)
             return _error(500, "internal server error"), route.template
+
+
+def _head_size(scope: Scope) -> int:
+    """Bytes of the request line and headers, as on the wire (give or take a space)."""
+    size = len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) + 16
+    for name, value in scope.get("headers", ()):
+        size += len(name) + len(value) + 4  # ": " and CRLF
+    return size
+
+
+def _timed(receive: Receive, seconds: float) -> Receive:
+    """``receive`` that raises :class:`RequestTimeout` past ``seconds`` from now.
+
+    The deadline is for the whole body, not per chunk: a client sending one byte a second
+    never lets a per-read timeout expire, and would hold its connection indefinitely.
+    """
+    deadline = trio.current_time() + seconds
+
+    async def receive_before_deadline() -> dict[str, Any]:
+        with trio.move_on_at(deadline):
+            return await receive()
+        raise RequestTimeout(seconds)
+
+    return receive_before_deadline
 
 
 async def _send(send: Send, response: Response) -> None:

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-import hypercorn.trio
 import trio
 from hypercorn.config import Config
 
@@ -28,6 +27,8 @@ from ...http._routing import Router
 from ...pipeline._backend import Health
 from ...pipeline._handlers import adapt
 from ._asgi import ASGIApp
+from ._limits import ServerLimits
+from ._server import ConnectionLimit, serve
 
 if TYPE_CHECKING:
     from hypercorn.typing import Framework
@@ -89,14 +90,16 @@ def _find_os_error(exc: BaseException) -> OSError | None:
     return None
 
 
-class HTTPBackend:
+class HTTPBackend(ServerLimits):
     """``app.http``: register routes; serve them, /health and /metrics with hypercorn.
 
     Arguments (from :class:`App`): ``host`` and ``port`` to listen on
     (``$TRIOWORKER_HTTP_HOST`` / ``$TRIOWORKER_HTTP_PORT``, default 127.0.0.1:8080; port 0
     picks a free port, see :attr:`port`), ``health_path`` and ``metrics_path`` of the
     built-in endpoints (None turns one off). Passing ``port`` or setting the variable turns
-    the server on even without routes. ``max_body_size`` (attribute) caps request bodies.
+    the server on even without routes. ``max_body_size`` (attribute) caps request bodies;
+    the server's limits and timeouts (``max_connections``, ``body_timeout``, ...) are
+    attributes too (:class:`ServerLimits`).
     """
 
     name = "http"
@@ -110,6 +113,7 @@ class HTTPBackend:
         health_path: str | None = "/health",
         metrics_path: str | None = "/metrics",
     ) -> None:
+        super().__init__()
         env_port = _settings.http_port()
         explicit = port is not None
         self.app = app
@@ -125,6 +129,7 @@ class HTTPBackend:
         self.asgi = ASGIApp(self)
         self._bound_port: int | None = None
         self._stop_event: trio.Event | None = None
+        self._connections: ConnectionLimit | None = None
 
     def __repr__(self) -> str:
         state = f"serving {self.url}" if self.serving else "not serving"
@@ -166,6 +171,11 @@ class HTTPBackend:
         # Unlike App(http_port=...), setting the attribute does not turn the server on: it
         # only says where to listen once something (a route, enable()) does.
         self._port = _check_port(port)
+
+    @property
+    def connections(self) -> int:
+        """How many connections are open now (at most :attr:`max_connections`)."""
+        return self._connections.open if self._connections is not None else 0
 
     @property
     def url(self) -> str:
@@ -282,6 +292,7 @@ class HTTPBackend:
         config.graceful_timeout = self.app.grace_period
         config.errorlog = log
         config.accesslog = None
+        self.apply_limits(config)
         return config
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -297,12 +308,13 @@ class HTTPBackend:
             return
         # ASGIApp speaks ASGI 3 with plain dicts; hypercorn's TypedDict signature is stricter.
         asgi = cast("Framework", self.asgi)
-        serve = partial(hypercorn.trio.serve, asgi, self._config(), shutdown_trigger=stop.wait)
+        limit = self._connections = ConnectionLimit(self.max_connections)
+        server = partial(serve, asgi, self._config(), limit, shutdown_trigger=stop.wait)
         failure: Exception | None = None
         try:
             async with trio.open_nursery() as nursery:
                 try:
-                    binds: list[str] = await nursery.start(serve)
+                    binds: list[str] = await nursery.start(server)
                 except Exception as exc:
                     failure = exc  # raised below, outside the nursery: no ExceptionGroup
                 else:
