@@ -338,8 +338,9 @@ async def open_app(app: App | None = None, **kwargs: Any) -> AsyncIterator[App]:
     """Run an app inside an existing trio program for the duration of a block.
 
     ``async with trioworker.open_app(amqp_url=...) as app:`` — the app is started (hooks run,
-    connections open) when the block begins; routes registered inside the block start at
-    once; leaving the block shuts the app down gracefully. Signals are left alone.
+    the broker connection open if the app uses one, docs/amqp.md) when the block begins;
+    routes registered inside the block start at once; leaving the block shuts the app down
+    gracefully. Signals are left alone.
     """
     if app is None:
         app = App(**kwargs)

@@ -56,6 +56,16 @@ class Recorder:
     def __init__(self) -> None:
         self.handlings: dict[int, list[tuple[int, bool]]] = defaultdict(list)
         self.supervisor: Supervisor | None = None
+        self._gate = trio.Event()
+        self._gate.set()
+
+    def pause(self) -> None:
+        """Hold handler calls (they stay in flight) until :meth:`resume`: a cut that takes
+        long to land (``rabbitmqctl`` on a busy machine) still lands under load."""
+        self._gate = trio.Event()
+
+    def resume(self) -> None:
+        self._gate.set()
 
     @property
     def distinct(self) -> int:
@@ -63,6 +73,7 @@ class Recorder:
 
     async def handle(self, messages: list[Message]) -> None:
         await trio.sleep(PACE)
+        await self._gate.wait()
         assert self.supervisor is not None
         generation = self.supervisor.reconnects
         for message in messages:
@@ -162,11 +173,13 @@ async def _drive(
                     ),
                     f"connection {number} is up",
                 )
+                recorder.pause()
                 await cut()
                 await wait_for(
                     lambda n=number: supervisor.reconnects >= n,
                     f"the app noticed cut {number}",
                 )
+                recorder.resume()
             await wait_for(lambda: recorder.distinct >= TOTAL, "every message handled")
             # Still running: every delivery must have been acked, so nothing is left
             # unacknowledged either (a connection close would requeue what was not).

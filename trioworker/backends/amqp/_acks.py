@@ -27,7 +27,7 @@ log = logging.getLogger("trioworker.amqp")
 class AckTracker:
     """Outstanding deliveries of one channel and the decisions taken for them."""
 
-    __slots__ = ("_decided", "_pending", "_settled", "channel", "frames_sent")
+    __slots__ = ("_decided", "_pending", "_settled", "channel")
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
@@ -36,7 +36,6 @@ class AckTracker:
         # Tags settled out of order (one frame each) but still in ``_pending``, behind an
         # undecided one; skipped when the head reaches them.
         self._settled: set[int] = set()
-        self.frames_sent = 0
 
     @property
     def outstanding(self) -> int:
@@ -46,11 +45,6 @@ class AckTracker:
     def track(self, delivery_tag: int) -> None:
         """Record a delivery (call in delivery order)."""
         self._pending.append(delivery_tag)
-
-    def decide(self, delivery_tag: int, action: Actions) -> None:
-        """Record the decision for one delivery and send it."""
-        self._decided[delivery_tag] = action
-        self.flush()
 
     def decide_many(self, decisions: list[tuple[int, Actions]]) -> None:
         """Record several decisions, then send once."""
@@ -110,7 +104,6 @@ class AckTracker:
             channel.basic_reject(tag, requeue=action is Actions.REQUEUE)
         else:
             channel.basic_nack(tag, multiple=True, requeue=action is Actions.REQUEUE)
-        self.frames_sent += 1
 
     def _drop(self, exc: AMQPError) -> None:
         if self._pending or self._decided:

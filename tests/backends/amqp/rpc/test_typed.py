@@ -67,6 +67,42 @@ def test_body_type_reads_the_first_parameter_annotation() -> None:
         body_type(one).validate({"nope": 1})  # type: ignore[union-attr]
 
 
+def test_a_model_the_annotation_cannot_resolve_fails_at_registration() -> None:
+    """This module has ``from __future__ import annotations``: ``list[LocalOrder]`` is a
+    string, resolved in the module's globals, where a class defined in a function is not.
+    Guessing "untyped" would hand the handler Messages where it expects LocalOrders."""
+
+    @dataclasses.dataclass
+    class LocalOrder:
+        id: int
+
+    async def handle(orders: list[LocalOrder]) -> None: ...
+    async def get(order: LocalOrder) -> None: ...
+
+    app = App(amqp_url="amqp://guest:guest@127.0.0.1:1/%2F")
+    with pytest.raises(TypeError) as raised:
+        app.amqp.consume("orders")(handle)
+    message = str(raised.value)
+    for part in ("handle", "'list[LocalOrder]'", "'orders'", "NameError", "module level"):
+        assert part in message
+    with pytest.raises(TypeError, match="'LocalOrder' of its parameter 'order'"):
+        app.amqp.rpc("orders.get")(get)
+    assert app.amqp.routes == [] and not app.amqp.active
+
+
+def test_only_the_first_parameter_annotation_has_to_resolve() -> None:
+    async def handle(items: Any) -> None: ...
+
+    # A return annotation nobody can resolve does not matter ...
+    handle.__annotations__ = {"items": "list[Item]", "return": "Missing"}
+    typed = body_type(handle)
+    assert typed is not None and typed.type is Item and typed.many
+    # ... and a Message imported under TYPE_CHECKING only still means plain messages.
+    for plain in ("list[Message]", "List[trioworker.Message]", "Message"):
+        handle.__annotations__ = {"items": plain}
+        assert body_type(handle) is None
+
+
 # ---------------------------------------------------------------------------- broker
 
 
