@@ -1,7 +1,8 @@
 """The HTTP backend: ``@app.http.get(...)`` routes and /health, /metrics, served by hypercorn.
 
-hypercorn's trio server runs as one task in the app's nursery. Its ``shutdown_trigger`` is
-an event set by :meth:`HTTPBackend.stop`: on it hypercorn stops accepting, closes idle
+The server (hypercorn's trio protocol behind our accept loop, ``_server.py``, which caps
+open connections) runs as one task in the app's nursery. Its ``shutdown_trigger`` is an
+event set by :meth:`HTTPBackend.stop`: on it the server stops accepting, closes idle
 keep-alive connections, and gives in-flight requests ``app.grace_period`` seconds to
 finish before cancelling them — the same promise the AMQP backend makes for handlers.
 

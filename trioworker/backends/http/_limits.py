@@ -14,7 +14,7 @@ What bounds what (docs/http.md "Limits and timeouts"):
   connection is closed (enforced by the ASGI app, see ``_asgi.py``);
 - at most ``max_connections`` are open; the others wait in the listen queue
   (``backlog``) without a descriptor (see ``_server.py``);
-- ``read_timeout`` (off by default) closes a connection silent for that long.
+- ``read_timeout`` (off by default) stops reading a connection silent for that long.
 """
 
 from __future__ import annotations
@@ -106,8 +106,10 @@ class ServerLimits:
 
     @property
     def read_timeout(self) -> float | None:
-        """Seconds a connection may stay silent, a handler running included (default
-        None: no limit). Set it above your slowest handler."""
+        """Seconds hypercorn waits for a client's next bytes before it stops reading
+        that connection (default None: no limit). A request in flight still gets its
+        answer; the connection closes after it. body_timeout and keep_alive_timeout already
+        bound slow clients; this also bounds one that stalls mid-headers."""
         return self._read_timeout
 
     @read_timeout.setter
