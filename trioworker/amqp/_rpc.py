@@ -35,8 +35,6 @@ REPLY_TO = "amq.rabbitmq.reply-to"
 #: Header an RPC responder sets (to a true value) on a reply whose body is an error
 #: envelope ``{"error": {"type": ..., "message": ...}}``; the caller raises RemoteError.
 RPC_ERROR_HEADER = "x-trioworker-error"
-#: The former name, still imported by tests/backends/amqp/rpc; use RPC_ERROR_HEADER.
-ERROR_HEADER = RPC_ERROR_HEADER
 
 
 class RemoteError(Exception):
