@@ -1,7 +1,8 @@
 """Suite-wide fixtures: broker location, unique names, queue cleanup, broker preflight.
 
 Broker tests never skip: if RabbitMQ is not answering, the run fails before any test starts
-(design.md, "Testing rules": integration tests talk to a real RabbitMQ).
+(docs/architecture.md, "Promises and how they are tested": integration tests talk to a
+real RabbitMQ).
 """
 
 from __future__ import annotations

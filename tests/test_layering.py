@@ -91,7 +91,7 @@ def violations(graph: Graph) -> Iterator[str]:
             if _within(module, SANS_IO) and not _within(target, SANS_IO):
                 yield f"{module} -> {target}: the sans-IO core imports outside itself"
             if target == "trioworker._app" and not any(
-                module == m or _within(module, m) and m != "trioworker" for m in APP_IMPORTERS
+                module == m or (_within(module, m) and m != "trioworker") for m in APP_IMPORTERS
             ):
                 yield f"{module} -> {target}: only __init__ and the CLI import _app"
             if _within(module, "trioworker.pipeline") and any(
@@ -191,10 +191,7 @@ def test_a_forbidden_edge_is_reported(module: str, target: str, rule: str) -> No
 def test_no_module_is_over_about_400_lines() -> None:
     # "about": a module may run a little over while it holds one concept; far over, it
     # holds two and should be split.
-    sizes = {
-        name: len(path.read_text().splitlines())
-        for name, (path, _) in _modules().items()
-    }
+    sizes = {name: len(path.read_text().splitlines()) for name, (path, _) in _modules().items()}
     assert {name: n for name, n in sizes.items() if n > 430} == {}
 
 

@@ -83,8 +83,7 @@ class App(MutableMapping[str, Any]):
         self.add_backend(self.http)
         self.sse = SSEBackend(self)
         self.add_backend(self.sse)
-        # Last: the registry collects once at creation to learn the metric names, so every
-        # source must exist by then.
+        # Each backend that counts registers a source; sources are read at every scrape.
         self.metrics = Metrics()
         self.metrics.add_source(self.amqp.collect)
         self.metrics.add_source(self.sse.collect)

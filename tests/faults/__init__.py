@@ -2,5 +2,5 @@
 
 Connections are closed by the broker (``rabbitmqctl``), cut by a TCP proxy, queues are
 deleted under a consumer, and worker processes get SIGTERM, SIGINT and SIGKILL. Every test
-checks the delivery promises of design.md ("Semantics that must hold") message by message.
+checks the delivery promises of docs/architecture.md ("Promises") message by message.
 """

@@ -1,6 +1,6 @@
 """A broker-sent ``Basic.Cancel``: the queue is deleted under a consuming route.
 
-Promised (design.md): the route re-subscribes when the queue is back — without the app
+Promised (docs/architecture.md): the route re-subscribes when the queue is back — without the app
 reconnecting and without anyone restarting it.
 """
 

@@ -1,7 +1,7 @@
 """Graceful stop in-process: ``app.shutdown()`` from a handler, leaving ``open_app``
 mid-run, a handler that outlives the grace period, and a stop while reconnecting.
 
-The promise (design.md, "Graceful shutdown"): cancel consumers, let in-flight handler calls
+The promise (docs/amqp.md, "Graceful shutdown"): cancel consumers, let in-flight handler calls
 finish (within the grace period), send their decisions, return buffered-but-unhandled
 deliveries to the queue. Every message is either handled exactly once or back in the queue.
 """

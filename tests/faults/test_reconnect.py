@@ -3,7 +3,7 @@
 20,000 messages wait in a queue; a bulk route (100 per bulk) works through them while the
 app's connection is killed twice — by the broker (``rabbitmqctl close_connection`` of the
 app's named connection, or ``close_all_connections``) or by a TCP proxy between app and
-broker. Promised (design.md): reconnect with backoff, re-consume, every message handled at
+broker. Promised (docs/amqp.md): reconnect with backoff, re-consume, every message handled at
 least once, none left in the queue, and decisions for deliveries of a dead channel dropped,
 never sent on the new one (RabbitMQ would close that channel with 406 PRECONDITION_FAILED
 "unknown delivery tag" — or worse, silently ack another message that has the same tag).

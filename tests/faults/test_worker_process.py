@@ -1,6 +1,6 @@
 """Signals to a real worker process (tests/faults/worker_app.py, ``trio.run(app.serve)``).
 
-SIGTERM / SIGINT: graceful stop. The promise (design.md, docs/amqp.md "Graceful shutdown"):
+SIGTERM / SIGINT: graceful stop. The promise (docs/amqp.md "Graceful shutdown"):
 running handler calls finish within the grace period and are acknowledged, everything else
 goes back to the queue — every message is either handled (once) or in the queue, never both,
 never neither — and the process exits 0.

@@ -1,6 +1,6 @@
 """A trio TCP proxy that sits between the client under test and RabbitMQ to inject faults.
 
-Faults are injected for real (design.md, "Testing rules"): the client sees genuine resets,
+Faults are injected for real (docs/testing.md): the client sees genuine resets,
 closed sockets, silent peers and corrupted bytes on a real TCP connection, not a mock.
 
 Usage::

@@ -1,6 +1,6 @@
 """One AMQP connection over a trio stream: the thin I/O layer around the sans-IO core.
 
-Three tasks live in the connection's nursery (design.md, layering rule 3):
+Three tasks live in the connection's nursery (docs/architecture.md, layering rule 3):
 
 * the **reader** feeds received bytes to :class:`~.protocol.AMQPConnection` and dispatches
   the events to channels, consumers and confirmations — it never awaits user code, so a slow

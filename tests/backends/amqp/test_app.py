@@ -934,7 +934,7 @@ async def test_leaving_open_app_requeues_a_partial_bulk_at_once(
 async def test_shutdown_cancels_the_consumers_before_requeueing_buffered_messages(
     make_app: Callable[..., App], broker: Broker, wire: Wire
 ) -> None:
-    """design.md: "cancel consumers first, ..., return buffered-but-unhandled deliveries".
+    """docs/amqp.md: "cancel consumers first, ..., return buffered-but-unhandled deliveries".
 
     Requeueing while a consumer is still active lets the broker hand the same messages
     straight back to the stopping worker, which must reject them again (every round trip
