@@ -20,27 +20,34 @@ from ._app import App, open_app
 from ._errors import StartupError
 from ._version import __version__
 from .amqp import RemoteError
+from .backends.amqp import Binding, Exchange, Queue, Retry
 from .backends.amqp._message import InvalidMessageBody, Message
 from .codecs import Codec, register_codec
-from .http import HTTPError, Request, Response
+from .http import HTTPError, Request, RequestTimeout, Response
 from .metrics._timeit import Timeit
 from .pipeline._actions import Actions
 from .pipeline._batcher import Batcher, HandlerTimeout
-from .sse import Event
+from .sse import Event, SSEEvent
 
 __all__ = [
     "Actions",
     "App",
     "Batcher",
+    "Binding",
     "Codec",
     "Event",
+    "Exchange",
     "HTTPError",
     "HandlerTimeout",
     "InvalidMessageBody",
     "Message",
+    "Queue",
     "RemoteError",
     "Request",
+    "RequestTimeout",
     "Response",
+    "Retry",
+    "SSEEvent",
     "StartupError",
     "Timeit",
     "__version__",
