@@ -39,7 +39,7 @@ from ._broker import (
 
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 #: Reply codes the core may put in its Connection.Close (spec 1.9 / RabbitMQ errata).
-CLOSE_CODES = {501, 502, 503, 504, 505, 540}
+CLOSE_CODES = {501, 502, 503, 504, 505, 506, 540}
 #: The frame_max the fuzzed connections negotiate: small, so size limits are reachable.
 FRAME_MAX = 4096
 EXAMPLE_TIME_LIMIT = 5.0

@@ -36,7 +36,10 @@ from ._heartbeat import heartbeat_due
 from ._receive import Receiver
 from ._state import ChannelState, ConnectionState
 
-__all__ = ["AMQPConnection"]
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "AMQPConnection"]
+
+#: RabbitMQ's own default ``max_message_size`` (128 MiB).
+DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
 
 
 class AMQPConnection(Receiver):
@@ -67,9 +70,15 @@ class AMQPConnection(Receiver):
         channel_max: int = DEFAULT_CHANNEL_MAX,
         client_properties: Mapping[str, Any] | None = None,
         locale: str = "en_US",
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         if frame_max and frame_max < FRAME_MIN_SIZE:
             raise LocalProtocolError("frame_max must be at least 4096 (spec frame-min-size)")
+        if max_message_size < 1:
+            raise LocalProtocolError("max_message_size must be at least 1 byte")
+        #: The largest body accepted: a content header announcing more closes the
+        #: connection (:class:`RemoteProtocolError`, 506) before any of it is buffered.
+        self.max_message_size = max_message_size
         self.username = username
         self.password = password
         self.virtual_host = virtual_host

@@ -8,6 +8,10 @@ other channels may interleave, so each channel assembles its own message
 the message is complete is a 505 ``UNEXPECTED_FRAME``; a body longer than announced is a
 501 ``FRAME_ERROR``.
 
+The header announces the body size before any body frame: a size over the connection's
+``max_message_size`` is refused right there (506 ``RESOURCE_ERROR``, the connection closes),
+so no peer can make us assemble a body without bound — one comparison per message.
+
 Bodies and properties are slices of the received bytes, kept as they are: properties are
 decoded only when read (:class:`~._events.Delivery`), and a body that came in one frame is
 never copied again.
@@ -19,7 +23,7 @@ import struct
 from typing import Any
 
 from ._channel import ChannelRecord
-from ._errors import FRAME_ERROR, UNEXPECTED_FRAME, RemoteProtocolError
+from ._errors import FRAME_ERROR, RESOURCE_ERROR, UNEXPECTED_FRAME, RemoteProtocolError
 from ._events import AMQPEvent, Delivery, Returned
 from ._methods import BASIC_CLASS, BASIC_DELIVER, BASIC_GET_OK
 from ._state import ChannelState
@@ -34,9 +38,15 @@ def announce(ch: ChannelRecord, content: tuple[Any, ...]) -> None:
 
 
 def on_header(
-    ch: ChannelRecord, data: bytes, start: int, end: int, events: list[AMQPEvent]
+    ch: ChannelRecord,
+    data: bytes,
+    start: int,
+    end: int,
+    events: list[AMQPEvent],
+    max_size: int,
 ) -> None:
-    """A content header frame (payload ``data[start:end]``) arrived on ``ch``."""
+    """A content header frame (payload ``data[start:end]``) arrived on ``ch``; a body
+    announced larger than ``max_size`` bytes is a :class:`RemoteProtocolError`."""
     if ch.state is ChannelState.CLOSING or ch.stale:
         return  # spec 4.2.7: discarded until CloseOk / the previous incarnation's
     if ch.content is None or ch.content_remaining != -1:
@@ -49,6 +59,12 @@ def on_header(
     if class_id != BASIC_CLASS:
         raise RemoteProtocolError(
             f"content header for class {class_id}, expected 60 (basic)", FRAME_ERROR
+        )
+    if body_size > max_size:
+        raise RemoteProtocolError(
+            f"message on channel {ch.number} announces a body of {body_size} bytes, over "
+            f"the maximum message size of {max_size} bytes (max_message_size)",
+            RESOURCE_ERROR,
         )
     ch.content_size = body_size
     ch.content_remaining = body_size

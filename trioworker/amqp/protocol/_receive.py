@@ -95,6 +95,7 @@ class Receiver:
     state: ConnectionState
     blocked: bool
     frame_max: int
+    max_message_size: int
     channel_max: int
     heartbeat: int
     server_properties: dict[str, Any]
@@ -166,6 +167,7 @@ class Receiver:
         unpack_index = method_index.unpack_from
         on_header = _content.on_header
         on_body = _content.on_body
+        max_message_size = self.max_message_size
         closed = ConnectionState.CLOSED
         open_ = ChannelState.OPEN
         if self.state is ConnectionState.AWAIT_START and size and data[0] == 0x41:  # "A"
@@ -220,7 +222,7 @@ class Receiver:
                     else:
                         self._on_channel_method(ch, decode_method(data, pos, next_pos), events)
                 elif frame_type == FRAME_HEADER:
-                    on_header(ch, data, start, end, events)
+                    on_header(ch, data, start, end, events, max_message_size)
                 elif frame_type == FRAME_BODY:
                     on_body(ch, data[start:end], events)
                 else:
