@@ -71,6 +71,7 @@ class App(MutableMapping[str, Any]):
         self._state: dict[str, Any] = {}
         self._on_startup: list[Hook] = []
         self._on_shutdown: list[Hook] = []
+        self._on_started: list[Hook] = []
         self._shutdown_requested: trio.Event | None = None
         self._trio_token: trio.lowlevel.TrioToken | None = None
         self._running = False
@@ -113,6 +114,16 @@ class App(MutableMapping[str, Any]):
     def on_startup(self, hook: Hook) -> Hook:
         """Register ``async def hook(app)`` to run before any backend starts."""
         self._on_startup.append(hook)
+        return hook
+
+    def on_started(self, hook: Hook) -> Hook:
+        """Register ``async def hook(app)`` to run once every backend is up: the broker
+        connected and every route consuming its queues. Publishing works here.
+
+        One failing stops the app gracefully and ``serve()`` raises :class:`StartupError`
+        (docs/amqp.md, "Lifecycle hooks").
+        """
+        self._on_started.append(hook)
         return hook
 
     def on_shutdown(self, hook: Hook) -> Hook:
@@ -201,6 +212,7 @@ class App(MutableMapping[str, Any]):
                     name = getattr(hook, "__qualname__", repr(hook))
                     log.error("startup hook %s failed: %r; the app does not start", name, exc)
                     raise StartupError(f"startup hook {name} failed: {exc!r}") from exc
+            started_error: StartupError | None = None
             async with trio.open_nursery() as nursery:
                 if install_signal_handlers:
                     nursery.start_soon(self._watch_signals, nursery.cancel_scope)
@@ -224,9 +236,13 @@ class App(MutableMapping[str, Any]):
                         for backend in self._started:
                             backend.stop()
                         raise
-                    log.info("app %r started", self.name)
-                    task_status.started(self)
-                    await self._shutdown_requested.wait()
+                    started_error = await self._run_started_hooks()
+                    if started_error is None:
+                        log.info("app %r started", self.name)
+                        task_status.started(self)
+                        await self._shutdown_requested.wait()
+                    else:
+                        self._shutdown_requested.set()  # a graceful stop, then raise
                     log.info("app %r shutting down", self.name)
                     # Everything stops draining at once, but the AMQP connections stay
                     # open until the other backends are done: an HTTP request, SSE
@@ -245,6 +261,8 @@ class App(MutableMapping[str, Any]):
                         self.amqp.stop()
                 await self._run_shutdown_hooks()
                 nursery.cancel_scope.cancel()
+            if started_error is not None:
+                raise started_error
         except BaseExceptionGroup as group:
             # A backend that cannot start (HTTP port taken) raises StartupError; the user
             # should see that, not two layers of nursery ExceptionGroups around it.
@@ -302,6 +320,36 @@ class App(MutableMapping[str, Any]):
             await backend.run(task_status=task_status)
         finally:
             done.set()
+
+    async def _run_started_hooks(self) -> StartupError | None:
+        """Wait until every backend is up, then run the ``on_started`` hooks; the error
+        of the first that fails. A shutdown asked for while waiting skips them."""
+        requested = self._shutdown_requested
+        if not self._on_started or requested is None:
+            return None
+        if self.amqp in self._started:
+            with trio.CancelScope() as waiting:
+
+                async def cancel_on_shutdown() -> None:
+                    await requested.wait()
+                    waiting.cancel()
+
+                async with trio.open_nursery() as watch:
+                    watch.start_soon(cancel_on_shutdown)
+                    await self.amqp.wait_up()
+                    watch.cancel_scope.cancel()
+            if waiting.cancelled_caught:
+                return None
+        for hook in self._on_started:
+            try:
+                await hook(self)
+            except Exception as exc:
+                name = getattr(hook, "__qualname__", repr(hook))
+                log.error("on_started hook %s failed: %r; stopping the app", name, exc)
+                error = StartupError(f"on_started hook {name} failed: {exc!r}")
+                error.__cause__ = exc
+                return error
+        return None
 
     async def _run_shutdown_hooks(self) -> None:
         for hook in self._on_shutdown:
