@@ -7,6 +7,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/bootstrap.sh"
 
 cd "$root"
+# A broker the tests can also control with rabbitmqctl (a private node when the one on
+# 5672 is out of rabbitmqctl's reach, e.g. in a container): see scripts/test-broker.sh.
+if [[ "${TRIOWORKER_SKIP_BROKER:-}" != 1 ]]; then
+    broker_env="$(bash "$root/scripts/test-broker.sh")"
+    eval "$broker_env"
+fi
 rc=0
 "${TRIOWORKER_VENV:-$root/.venv}/bin/python" -m pytest "$@" || rc=$?
 

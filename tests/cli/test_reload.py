@@ -10,7 +10,7 @@ import pytest
 
 from ._helpers import CLIProcess, cli_env
 
-pytest.importorskip("watchfiles")
+import watchfiles  # noqa: F401  - a test dependency: its absence must fail, not skip
 
 APP_SOURCE = """
 from trioworker import App

@@ -22,6 +22,11 @@ from typing import Any, NamedTuple, ParamSpec, TypeVar
 import trio
 
 RABBITMQCTL = os.environ.get("TRIOWORKER_RABBITMQCTL", "rabbitmqctl")
+#: The node to control (``rabbitmqctl -n``): set by scripts/test-broker.sh when the tests run
+#: against a private node because rabbitmqctl cannot reach the broker on 5672.
+NODE = os.environ.get("TRIOWORKER_RABBITMQ_NODE") or None
+#: The command every call starts with.
+CTL = [RABBITMQCTL, *(["-n", NODE] if NODE else [])]
 DEFAULT_TIMEOUT = 60.0
 
 P = ParamSpec("P")
@@ -70,7 +75,7 @@ class ConnectionInfo:
 
 def run(*args: str, timeout: float = DEFAULT_TIMEOUT) -> str:
     """Run ``rabbitmqctl ARGS``; return stdout, raise :class:`RabbitmqctlError` on failure."""
-    cmd = [RABBITMQCTL, *args]
+    cmd = [*CTL, *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         raise RabbitmqctlError(cmd, proc.returncode, proc.stdout, proc.stderr)
@@ -119,9 +124,9 @@ def list_connections() -> list[ConnectionInfo]:
     run two listings concurrently (tab-separated for pid+name, JSON for the rest) and join them
     on the connection's unique broker-side name. ~0.5-1 s wall time.
     """
-    cmd_text = [RABBITMQCTL, "list_connections", "-q", "--no-table-headers", "pid", "name"]
+    cmd_text = [*CTL, "list_connections", "-q", "--no-table-headers", "pid", "name"]
     cmd_json = [
-        RABBITMQCTL, "list_connections", "name", "user", "vhost", "peer_port", "state",
+        *CTL, "list_connections", "name", "user", "vhost", "peer_port", "state",
         "client_properties", "--formatter", "json",
     ]  # fmt: skip
     text_out, json_out = _run_concurrently([cmd_text, cmd_json])
@@ -201,7 +206,7 @@ def delete_queues(names: Iterable[str], vhost: str = "/") -> dict[str, bool]:
 
     Missing queues are fine (False in the result); any other failure raises after all ran.
     """
-    cmds = {name: [RABBITMQCTL, "delete_queue", "-p", vhost, name] for name in names}
+    cmds = {name: [*CTL, "delete_queue", "-p", vhost, name] for name in names}
     procs = [
         (
             name,
