@@ -6,11 +6,9 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
+import watchfiles  # noqa: F401  - a test dependency: its absence must fail, not skip
 
 from ._helpers import CLIProcess, cli_env
-
-import watchfiles  # noqa: F401  - a test dependency: its absence must fail, not skip
 
 APP_SOURCE = """
 from trioworker import App
