@@ -15,32 +15,68 @@ Built in:
   (lib-python-amqp-worker), so trioworker and amqp_worker services can talk.
 
 Register your own with :func:`register_codec`.
+
+Decoding is bounded. Every codec refuses to hand its deserializer more than ``max_size``
+bytes (:data:`DEFAULT_MAX_DECODED_SIZE`, 16 MiB, unless the codec says otherwise:
+``get_codec("json").limited(64 * 2**20)``), *after* decompression: ``gzip+json`` inflates
+incrementally (``zlib.decompressobj().decompress(data, max_length)``) and stops at the
+limit, so a decompression bomb costs at most ``max_size`` bytes, never more
+(:class:`BodyTooLargeError`). Which codecs a consumer accepts is its own choice
+(:func:`resolve_decoder`): a message is never gunzipped because it asks to be.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = [
+    "DEFAULT_MAX_DECODED_SIZE",
+    "BodyTooLargeError",
     "Codec",
     "CodecError",
     "codec_for",
     "get_codec",
     "register_codec",
+    "resolve_decoder",
 ]
+
+#: The default limit of a decoded body (after decompression), in bytes: 16 MiB.
+DEFAULT_MAX_DECODED_SIZE = 16 * 1024 * 1024
 
 
 class CodecError(ValueError):
     """A body could not be encoded or decoded with the codec asked for."""
 
 
+class BodyTooLargeError(CodecError):
+    """A body is (or inflates to) more than the codec's ``max_size`` bytes."""
+
+    def __init__(self, codec: str, max_size: int, *, inflated: bool) -> None:
+        what = "inflates past" if inflated else "is larger than"
+        super().__init__(
+            f"{codec} body {what} the limit of {max_size} bytes (the codec's max_size; "
+            "raise it with get_codec(name).limited(n))"
+        )
+        self.codec = codec
+        self.max_size = max_size
+
+
 class Codec:
     """A named pair of ``encode``/``decode`` functions and the properties they imply."""
 
-    __slots__ = ("_decode", "_encode", "content_encoding", "content_type", "name")
+    __slots__ = (
+        "_decode",
+        "_decompress",
+        "_encode",
+        "content_encoding",
+        "content_type",
+        "max_size",
+        "name",
+    )
 
     def __init__(
         self,
@@ -50,12 +86,39 @@ class Codec:
         encode: Callable[[Any], bytes],
         decode: Callable[[bytes], Any],
         content_encoding: str | None = None,
+        decompress: Callable[[bytes, int], bytes] | None = None,
+        max_size: int = DEFAULT_MAX_DECODED_SIZE,
     ) -> None:
+        """``decompress(body, max_size)`` (optional) undoes ``content_encoding`` before
+        ``decode`` and must raise :class:`BodyTooLargeError` rather than produce more
+        than ``max_size`` bytes (:func:`gunzip` does); ``decode`` then gets the plain
+        bytes. ``max_size`` bounds what ``decode`` is given."""
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1 byte")
         self.name = name
         self.content_type = content_type
         self.content_encoding = content_encoding
         self._encode = encode
         self._decode = decode
+        self._decompress = decompress
+        self.max_size = max_size
+
+    def limited(self, max_size: int) -> Codec:
+        """This codec with another decoded-size limit (same name and properties)."""
+        return Codec(
+            self.name,
+            content_type=self.content_type,
+            encode=self._encode,
+            decode=self._decode,
+            content_encoding=self.content_encoding,
+            decompress=self._decompress,
+            max_size=max_size,
+        )
+
+    @property
+    def decompresses(self) -> bool:
+        """Whether decoding inflates the body first (so it may cost far more than it)."""
+        return self._decompress is not None
 
     def __repr__(self) -> str:
         encoding = f" ({self.content_encoding})" if self.content_encoding else ""
@@ -73,7 +136,22 @@ class Codec:
             ) from exc
 
     def decode(self, body: bytes) -> Any:
-        """Decode ``body``; :class:`CodecError` if it is not valid for this codec."""
+        """Decode ``body``; :class:`CodecError` if it is not valid for this codec,
+        :class:`BodyTooLargeError` if it is (or inflates to) more than ``max_size``."""
+        limit = self.max_size
+        if self._decompress is not None:
+            try:
+                body = self._decompress(body, limit)
+            except BodyTooLargeError:
+                raise BodyTooLargeError(self.name, limit, inflated=True) from None
+            except CodecError as exc:
+                raise CodecError(f"body is not valid {self.name}: {exc}") from exc
+            except Exception as exc:
+                raise CodecError(f"body is not valid {self.name}: {exc}") from exc
+            if len(body) > limit:  # a user decompressor that ignored the limit
+                raise BodyTooLargeError(self.name, limit, inflated=True)
+        elif len(body) > limit:
+            raise BodyTooLargeError(self.name, limit, inflated=False)
         try:
             return self._decode(body)
         except CodecError:
@@ -123,8 +201,31 @@ def _gzip_json_encode(value: Any) -> bytes:
     return gzip.compress(_json_encode(value), mtime=0)
 
 
-def _gzip_json_decode(body: bytes) -> Any:
-    return json.loads(gzip.decompress(body))
+def gunzip(body: bytes, max_size: int) -> bytes:
+    """Inflate gzip ``body`` (every member), producing at most ``max_size`` bytes.
+
+    Incremental: each ``decompress`` call is told how much it may produce, so the output
+    never grows past ``max_size + 1`` bytes whatever the ratio; one byte more than the
+    limit raises :class:`BodyTooLargeError`.
+    """
+    out: list[bytes] = []
+    total = 0
+    data = body
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            chunk = inflater.decompress(data, max_size - total + 1)
+        except zlib.error as exc:
+            raise CodecError(f"not gzip: {exc}") from None
+        total += len(chunk)
+        if total > max_size:
+            raise BodyTooLargeError("gzip", max_size, inflated=True)
+        out.append(chunk)
+        if not inflater.eof:
+            raise CodecError("truncated gzip stream")
+        data = inflater.unused_data
+        if not data.strip(b"\0"):  # gzip.decompress also ignores zero padding
+            return out[0] if len(out) == 1 else b"".join(out)
 
 
 JSON = Codec("json", content_type="application/json", encode=_json_encode, decode=_json_decode)
@@ -134,7 +235,8 @@ GZIP_JSON = Codec(
     content_type="application/json",
     content_encoding="gzip",
     encode=_gzip_json_encode,
-    decode=_gzip_json_decode,
+    decode=_json_decode,
+    decompress=gunzip,
 )
 
 _BY_NAME: dict[str, Codec] = {c.name: c for c in (JSON, RAW, GZIP_JSON)}
@@ -182,3 +284,40 @@ def codec_for(
         ):
             return codec
     return fallback
+
+
+def _matches(codec: Codec, content_type: str | None, content_encoding: str | None) -> bool:
+    return codec.content_type == content_type and codec.content_encoding == (
+        content_encoding or None
+    )
+
+
+def resolve_decoder(
+    content_type: str | None,
+    content_encoding: str | None,
+    default: Codec,
+    accept: Iterable[Codec] = (),
+) -> Codec:
+    """The codec a consumer that decodes with ``default`` and also accepts ``accept``
+    codecs uses for a message with these properties.
+
+    The message's properties only *choose among* what the consumer accepts: a message that
+    names an accepted codec is decoded with it; one that names none, or only a content
+    type the consumer does not know, is decoded with ``default``; one whose
+    ``content_encoding`` (a compression) the consumer does not accept raises
+    :class:`CodecError` — it is not inflated because it asks to be.
+    """
+    if not content_type and not content_encoding:
+        return default
+    if _matches(default, content_type, content_encoding):
+        return default
+    for codec in accept:
+        if _matches(codec, content_type, content_encoding):
+            return codec
+    if (content_encoding or None) != default.content_encoding:
+        names = ", ".join(sorted({default.name, *(c.name for c in accept)}))
+        raise CodecError(
+            f"content_encoding {content_encoding!r} (content_type {content_type!r}) is not "
+            f"accepted here (accepted: {names}; a route takes more with accept=)"
+        )
+    return default

@@ -30,6 +30,9 @@ from ._errors import (
     PublishError,
     PublishNackedError,
     ResourceLockedError,
+    TLSCertificateRequiredError,
+    TLSError,
+    TLSVerificationError,
     VirtualHostError,
 )
 from ._rpc import (
@@ -40,7 +43,7 @@ from ._rpc import (
     open_rpc_client,
     rpc_client,
 )
-from ._url import ConnectionParameters, URLError, default_url, parse_url
+from ._url import ConnectionParameters, URLError, default_url, parse_url, redact_url
 from .protocol import (
     AMQPError,
     BasicProperties,
@@ -86,6 +89,9 @@ __all__ = [
     "ResourceLockedError",
     "Returned",
     "RpcClient",
+    "TLSCertificateRequiredError",
+    "TLSError",
+    "TLSVerificationError",
     "URLError",
     "VirtualHostError",
     "connect",
@@ -93,5 +99,6 @@ __all__ = [
     "default_url",
     "open_rpc_client",
     "parse_url",
+    "redact_url",
     "rpc_client",
 ]

@@ -26,6 +26,9 @@ from ._errors import (
     ConnectionLostError,
     ConnectionTimeout,
     NotAMQPServerError,
+    TLSCertificateRequiredError,
+    TLSError,
+    TLSVerificationError,
     VirtualHostError,
 )
 from ._url import ConnectionParameters, default_url, parse_url
@@ -68,10 +71,60 @@ async def _open_stream(
             await tls.do_handshake()
         except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
             await trio.aclose_forcefully(stream)
-            cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
-            raise ConnectError(f"TLS handshake with {params.safe_url()} failed: {cause}") from exc
+            raise _tls_error(params, exc) from exc
         stream = tls
     return stream
+
+
+def _tls_error(params: ConnectionParameters, exc: BaseException) -> ConnectError:
+    """The error that names what went wrong in a TLS handshake."""
+    cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
+    where = f"{params.host}:{params.port}"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        reason = cause.verify_message or cause.reason or str(cause)
+        hint = (
+            " (the certificate is not valid for that name)"
+            if "hostname" in reason.lower() or "ip address mismatch" in reason.lower()
+            else " (pass ssl_context= with the CA that signed it: "
+            "context.load_verify_locations(cafile))"
+        )
+        return TLSVerificationError(
+            f"TLS certificate verification failed for {where}: {reason}{hint}",
+            host=params.host,
+            reason=reason,
+        )
+    if isinstance(cause, ssl.SSLError) and _is_certificate_required(cause):
+        return _certificate_required(params, cause)
+    if isinstance(cause, ssl.SSLError):
+        reason = cause.reason or str(cause)
+        return TLSError(
+            f"TLS handshake with {params.safe_url()} failed: {reason}",
+            host=params.host,
+            reason=reason,
+        )
+    return ConnectError(f"TLS handshake with {params.safe_url()} failed: {cause or exc!r}")
+
+
+def _is_certificate_required(error: ssl.SSLError) -> bool:
+    reason = (error.reason or str(error)).upper()
+    return "CERTIFICATE_REQUIRED" in reason or "HANDSHAKE_FAILURE" in reason
+
+
+def _certificate_required(params: ConnectionParameters, error: ssl.SSLError) -> TLSError:
+    reason = error.reason or str(error)
+    return TLSCertificateRequiredError(
+        f"{params.host}:{params.port} refused the TLS connection ({reason}): it requires a "
+        "client certificate (mutual TLS): pass ssl_context= with "
+        "context.load_cert_chain(certfile, keyfile)",
+        host=params.host,
+        reason=reason,
+    )
+
+
+def _looks_like_tls(head: bytes) -> bool:
+    """A TLS record (alert 0x15 or handshake 0x16, version 3.x) where the AMQP reply to
+    our protocol header was expected: the port speaks TLS."""
+    return len(head) >= 3 and head[0] in (0x15, 0x16) and head[1] == 0x03 and head[2] <= 0x04
 
 
 async def _handshake(
@@ -80,6 +133,8 @@ async def _handshake(
     """Run the AMQP handshake up to ``Connection.OpenOk`` and map failures to clear errors."""
     core.initiate()
     started = False
+    # The first bytes of the reply, held until there are enough to recognise a TLS server.
+    head: bytes | None = b""
     try:
         await stream.send_all(core.data_to_send())
         while True:
@@ -93,6 +148,16 @@ async def _handshake(
                 raise ConnectionLostError(
                     f"{params.safe_url()} closed the connection during the AMQP handshake"
                 )
+            if head is not None:
+                head += data
+                if len(head) < 3 and head[0] in (0x15, 0x16):
+                    continue  # too few bytes to tell yet
+                if _looks_like_tls(head) and not isinstance(stream, trio.SSLStream):
+                    raise ConnectError(
+                        f"{params.host}:{params.port} answered with TLS: this port speaks "
+                        "TLS: use amqps:// (or pass ssl_context=)"
+                    )
+                data, head = head, None
             try:
                 events = core.receive_data(data, trio.current_time())
             except RemoteProtocolError as exc:
@@ -121,6 +186,13 @@ async def _handshake(
                         )
                     raise ConnectionClosedError(event.reply_code, event.reply_text)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLError) and isinstance(stream, trio.SSLStream):
+            # TLS 1.3: the server checks our certificate after the handshake looked done,
+            # so its refusal (an alert) is what the first read gets.
+            if _is_certificate_required(cause):
+                raise _certificate_required(params, cause) from exc
+            raise _tls_error(params, exc) from exc
         if not started:
             raise NotAMQPServerError(
                 f"{params.host}:{params.port} dropped the connection before the AMQP handshake "
@@ -142,9 +214,12 @@ async def connect(
     ``url`` defaults to ``$TRIOWORKER_AMQP_URL`` or the local broker. Keyword ``options``
     override the URL's query options (``heartbeat=``, ``connection_timeout=``, ...).
     ``amqps://`` URLs (or an ``ssl_context``) use TLS; verification is on unless the
-    context you pass turns it off.
+    context you pass turns it off. ``max_message_size=`` (bytes, default 128 MiB) bounds
+    the bodies the broker may send: a larger one closes the connection.
 
-    Raises, within ``connection_timeout``: :class:`ConnectError`,
+    Raises, within ``connection_timeout``: :class:`ConnectError` (its subclass
+    :class:`TLSVerificationError` when the broker's certificate does not verify,
+    :class:`TLSCertificateRequiredError` when the broker wants a client certificate),
     :class:`NotAMQPServerError`, :class:`AuthenticationError`, :class:`VirtualHostError`,
     :class:`ConnectionTimeout`. Leaving the block closes the connection politely.
     """
@@ -162,6 +237,7 @@ async def connect(
         frame_max=params.frame_max,
         channel_max=params.channel_max,
         client_properties=props,
+        max_message_size=params.max_message_size,
     )
     try:
         with trio.fail_after(params.connection_timeout):

@@ -1,7 +1,8 @@
 """The exceptions :mod:`trioworker.amqp` raises, one class per thing a caller may handle.
 
 Connection failures at connect time are told apart because each asks for a different fix:
-a refused port (:class:`ConnectError`), a server that is not RabbitMQ
+a refused port (:class:`ConnectError`), a certificate that does not verify
+(:class:`TLSVerificationError`), a server that is not RabbitMQ
 (:class:`NotAMQPServerError`), wrong credentials (:class:`AuthenticationError`), a missing
 vhost (:class:`VirtualHostError`), a silent peer (:class:`ConnectionTimeout`). Once open, a
 connection ends with :class:`ConnectionClosedError` (the broker or we closed it, with the
@@ -25,6 +26,31 @@ class AMQPConnectionError(AMQPError):
 
 class ConnectError(AMQPConnectionError, OSError):
     """TCP or TLS could not be established (refused port, unknown host, bad certificate)."""
+
+
+class TLSError(ConnectError):
+    """The TLS handshake with the broker failed (see the subclasses for the usual causes).
+
+    A configuration error, as a rule: retrying with the same ``ssl_context`` fails again.
+    """
+
+    def __init__(self, message: str, *, host: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.host = host
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class TLSVerificationError(TLSError):
+    """The broker's certificate did not verify: unknown CA, expired, or not valid for the
+    host name connected to. ``host`` and ``reason`` (OpenSSL's words) say which."""
+
+
+class TLSCertificateRequiredError(TLSError):
+    """The broker refused the TLS connection because we presented no (or no acceptable)
+    client certificate: mutual TLS needs ``ssl_context.load_cert_chain(...)``."""
 
 
 class ConnectionTimeout(AMQPConnectionError, TimeoutError):

@@ -9,12 +9,18 @@
 * ``heartbeat`` absent means "accept the broker's proposal"; 0 asks for none (RabbitMQ
   still applies its rule: if either side says 0, the other side's value wins).
 * ``connection_timeout`` (seconds, float) bounds TCP connect, TLS and the AMQP handshake.
+* ``max_message_size`` (bytes) is the largest message body accepted from the broker
+  (default 128 MiB, RabbitMQ's own default): a larger one closes the connection.
+
+No error message, log line or repr ever shows the password: an invalid URL is quoted with
+its password replaced by ``***`` (:func:`redact_url`), however broken the URL is.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .protocol import LocalProtocolError
@@ -22,7 +28,10 @@ from .protocol import LocalProtocolError
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 URL_ENV_VAR = "TRIOWORKER_AMQP_URL"
 
-_INT_OPTIONS = ("heartbeat", "frame_max", "channel_max")
+#: RabbitMQ's default ``max_message_size``: the largest body a connection accepts.
+DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
+
+_INT_OPTIONS = ("heartbeat", "frame_max", "channel_max", "max_message_size")
 _KNOWN_OPTIONS = {*_INT_OPTIONS, "connection_name", "connection_timeout"}
 
 
@@ -45,6 +54,7 @@ class ConnectionParameters:
     channel_max: int = 2047
     connection_name: str | None = None
     connection_timeout: float = 10.0
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
 
     def safe_url(self) -> str:
         """The URL without the password, for logs and error messages."""
@@ -58,24 +68,95 @@ def default_url() -> str:
     return os.environ.get(URL_ENV_VAR) or DEFAULT_URL
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its password (everything between the user name and the host) as ``***``.
+
+    Works on URLs that do not parse (that is when it is needed: error messages quote the
+    URL): the credentials are what precedes the *last* ``@``, so a password holding ``@``,
+    ``/`` or ``:`` is hidden whole. Over-redacting a URL with an ``@`` in its query is
+    acceptable; leaking a password is not.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    at = rest.rfind("@")
+    if at < 0:
+        return url
+    user = rest[:at].split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{rest[at + 1 :]}"
+
+
+def _password_candidates(url: str) -> list[str]:
+    """Every spelling of the password a message could contain (raw and percent-decoded)."""
+    rest = url.partition("://")[2] or url
+    at = rest.rfind("@")
+    if at < 0:
+        return []
+    userinfo = rest[:at]
+    if ":" not in userinfo:
+        return []
+    secret = userinfo.split(":", 1)[1]
+    return sorted({s for s in (secret, unquote(secret), userinfo) if s}, key=len, reverse=True)
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` with every spelling of ``url``'s password replaced by ``***``."""
+    for secret in _password_candidates(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _parser_detail(exc: ValueError, url: str) -> str:
+    """urllib's reason, unless it quotes a piece of the password.
+
+    An unencoded ``/`` or ``?`` in a password cuts the URL inside it, and urllib then
+    quotes a fragment (``Port could not be cast to integer value as 'Sec'``).
+    """
+    detail = str(exc)
+    for secret in _password_candidates(url):
+        for piece in re.split(r"[:/?#@\[\]]", secret):
+            if len(piece) >= 2 and piece in detail:
+                return "the host and port cannot be parsed (percent-encode the password)"
+    return detail
+
+
+def _error(url: str, message: str) -> URLError:
+    return URLError(_scrub(message, url))
+
+
 def parse_url(url: str) -> ConnectionParameters:
-    """Parse an AMQP URL into :class:`ConnectionParameters`; :class:`URLError` if invalid."""
+    """Parse an AMQP URL into :class:`ConnectionParameters`; :class:`URLError` if invalid.
+
+    The error quotes the URL with its password redacted.
+    """
+    try:
+        return _parse(url)
+    except URLError as exc:
+        raise _error(url, str(exc)) from None
+
+
+def _parse(url: str) -> ConnectionParameters:
+    safe = redact_url(url)
     try:
         parts = urlsplit(url)
         port_value = parts.port
     except ValueError as exc:
-        raise URLError(f"invalid AMQP URL {url!r}: {exc}") from None
+        raise URLError(f"invalid AMQP URL {safe!r}: {_parser_detail(exc, url)}") from None
     if parts.scheme not in ("amqp", "amqps"):
-        raise URLError(f"AMQP URL must start with amqp:// or amqps://, got {url!r}")
+        raise URLError(f"AMQP URL must start with amqp:// or amqps://, got {safe!r}")
     tls = parts.scheme == "amqps"
     path = parts.path
     if path.startswith("/"):
         path = path[1:]
     if "/" in path:
-        raise URLError(f"the vhost in {url!r} must be percent-encoded (use %2F for '/')")
+        raise URLError(f"the vhost in {safe!r} must be percent-encoded (use %2F for '/')")
     vhost = unquote(path) if path else "/"
+    try:
+        hostname = parts.hostname
+    except ValueError as exc:
+        raise URLError(f"invalid AMQP URL {safe!r}: {_parser_detail(exc, url)}") from None
     kwargs: dict[str, object] = {
-        "host": parts.hostname or "127.0.0.1",
+        "host": hostname or "127.0.0.1",
         "port": port_value or (5671 if tls else 5672),
         "username": unquote(parts.username) if parts.username is not None else "guest",
         "password": unquote(parts.password) if parts.password is not None else "guest",
@@ -93,6 +174,8 @@ def parse_url(url: str) -> ConnectionParameters:
                 number = int(value)
                 if number < 0:
                     raise ValueError("must not be negative")
+                if key == "max_message_size" and number < 1:
+                    raise ValueError("must be at least 1")
                 kwargs[key] = number
             elif key == "connection_timeout":
                 seconds = float(value)

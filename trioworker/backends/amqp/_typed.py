@@ -6,6 +6,11 @@ A body that does not validate can never succeed: its message is rejected without
 (dead-lettered where the queue has a DLX) with a log line saying why — never redelivered in
 a loop.
 
+A second parameter annotated ``Message`` (RPC routes) or ``list[Message]`` (consume
+routes, one per model, in the same order) gives the handler the messages too — their
+properties, headers and per-message decisions: ``async def add(request: AddRequest,
+message: Message)``.
+
 pydantic is optional (``pip install trioworker[pydantic]``): it is only imported when a
 handler is annotated with a model, and recognised by its ``model_validate`` classmethod.
 """
@@ -21,7 +26,7 @@ from typing import Any
 
 from ._message import Message
 
-__all__ = ["BodyType", "InvalidBody", "body_type"]
+__all__ = ["BodyType", "InvalidBody", "body_type", "wants_messages"]
 
 
 class InvalidBody(ValueError):
@@ -31,12 +36,20 @@ class InvalidBody(ValueError):
 class BodyType:
     """How to turn a decoded body into the annotated type; ``many`` for ``list[T]``."""
 
-    __slots__ = ("build", "many", "type")
+    __slots__ = ("build", "many", "type", "with_messages")
 
-    def __init__(self, type_: type[Any], build: Callable[[Any], Any], many: bool) -> None:
+    def __init__(
+        self,
+        type_: type[Any],
+        build: Callable[[Any], Any],
+        many: bool,
+        with_messages: bool = False,
+    ) -> None:
         self.type = type_
         self.build = build
         self.many = many
+        #: The handler's second parameter asks for the message(s) too.
+        self.with_messages = with_messages
 
     def validate(self, data: Any) -> Any:
         """Build the typed value from decoded ``data``; :class:`InvalidBody` if it does not fit."""
@@ -102,7 +115,37 @@ def body_type(handler: Callable[..., Any]) -> BodyType | None:
     build = _builder(annotation)
     if build is None:
         return None
-    return BodyType(annotation, build, many)
+    return BodyType(annotation, build, many, wants_messages(handler, params, many=many))
+
+
+def wants_messages(
+    handler: Callable[..., Any], params: list[inspect.Parameter], *, many: bool
+) -> bool:
+    """Whether the typed handler's second parameter is annotated ``Message`` (one body)
+    or ``list[Message]`` (``many``); ``TypeError`` for the other spelling, which would
+    hand it the wrong thing."""
+    if len(params) < 2 or params[1].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        return False
+    annotation = _first_annotation(handler, params[1])
+    if annotation is inspect.Parameter.empty:
+        return False
+    is_list = typing.get_origin(annotation) in (list, typing.List)  # noqa: UP006
+    raw = params[1].annotation
+    if isinstance(raw, str) and annotation is Message:  # resolved from the spelling alone
+        is_list = raw.replace(" ", "").split("[", 1)[0].rsplit(".", 1)[-1] in ("list", "List")
+    inner = typing.get_args(annotation)[0] if is_list and typing.get_args(annotation) else None
+    if annotation is Message or inner is Message:
+        if is_list != many:
+            want = "list[Message]" if many else "Message"
+            raise TypeError(
+                f"handler {getattr(handler, '__qualname__', handler)!r}: its second "
+                f"parameter gets the message{'s' if many else ''}: annotate it {want}"
+            )
+        return True
+    return False
 
 
 def _first_annotation(handler: Callable[..., Any], param: inspect.Parameter) -> Any:
