@@ -32,11 +32,6 @@ def test_startup_error_stops_the_supervisor_without_a_restart_loop() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the AMQP backend retries refused credentials instead of raising StartupError "
-    "(docs/architecture.md, 'Startup'); the CLI and supervisor side is tested above",
-)
 def test_wrong_password_is_a_startup_error(
     amqp_url: str,
     unique_name: Callable[..., str],

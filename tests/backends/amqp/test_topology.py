@@ -16,9 +16,24 @@ import trio
 from tests.support import rabbitmqctl
 from tests.support.broker import MUST_HAPPEN, Broker
 from trioworker import App, Binding, Exchange, Message, Queue, StartupError, open_app
-from trioworker.amqp import NotFoundError, PreconditionFailedError
+from trioworker.amqp import Channel, NotFoundError, PreconditionFailedError
+from trioworker.backends.amqp import _route_run
 
 pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def declares(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every queue a route declares or checks, in order (to prove there is no retry loop)."""
+    calls: list[str] = []
+    real = _route_run.prepare_queue
+
+    async def counting(channel: Channel, queue: Queue | str, vhost: str, declare: bool) -> None:
+        calls.append(queue.name if isinstance(queue, Queue) else queue)
+        await real(channel, queue, vhost, declare)
+
+    monkeypatch.setattr(_route_run, "prepare_queue", counting)
+    return calls
 
 
 @contextlib.asynccontextmanager
@@ -149,7 +164,10 @@ async def test_without_declare_a_missing_queue_is_named_and_logged_once(
 
 
 async def test_inequivalent_arguments_are_a_startup_error_naming_the_argument(
-    broker: Broker, make_app: Callable[..., App], caplog: pytest.LogCaptureFixture
+    broker: Broker,
+    make_app: Callable[..., App],
+    caplog: pytest.LogCaptureFixture,
+    declares: list[str],
 ) -> None:
     name = await broker.queue("classic", durable=True)  # exists as a classic queue
     app = make_app()
@@ -163,13 +181,17 @@ async def test_inequivalent_arguments_are_a_startup_error_naming_the_argument(
     text = str(caught.value)
     assert "'x-queue-type'" in text and repr(name) in text
     assert "delete" in text and "cannot change in place" in text
-    declares = [r for r in caplog.records if "x-queue-type" in r.getMessage()]
-    assert len(declares) == 1, "declared once, logged once: no retry loop"
+    logged = [r for r in caplog.records if "x-queue-type" in r.getMessage()]
+    assert len(logged) == 1, "logged once: no retry loop"
+    assert declares == [name], "declared once"
     assert await broker.exists(name)
 
 
 async def test_inequivalent_arguments_after_a_reconnect_show_in_health_without_a_loop(
-    broker: Broker, make_app: Callable[..., App], caplog: pytest.LogCaptureFixture
+    broker: Broker,
+    make_app: Callable[..., App],
+    caplog: pytest.LogCaptureFixture,
+    declares: list[str],
 ) -> None:
     name = broker.name("q")
     app = make_app()
@@ -189,6 +211,7 @@ async def test_inequivalent_arguments_after_a_reconnect_show_in_health_without_a
         await trio.sleep(1.5)  # a retry loop would log again within this
         detail = app.health()["amqp"].detail
     assert "'x-max-length'" in detail
+    assert declares == [name, name], "once per connection, not retried on the second"
     logged = [r for r in caplog.records if "'x-max-length'" in r.getMessage()]
     assert len(logged) == 1, [r.getMessage() for r in logged]
 
