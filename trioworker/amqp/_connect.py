@@ -186,6 +186,8 @@ async def _handshake(
                         )
                     raise ConnectionClosedError(event.reply_code, event.reply_text)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        if isinstance(exc, ConnectError):
+            raise  # ours (a TLS server on a plaintext connect), an OSError too
         cause = exc.__cause__
         if isinstance(cause, ssl.SSLError) and isinstance(stream, trio.SSLStream):
             # TLS 1.3: the server checks our certificate after the handshake looked done,

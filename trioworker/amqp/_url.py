@@ -129,19 +129,27 @@ def parse_url(url: str) -> ConnectionParameters:
 
     The error quotes the URL with its password redacted.
     """
+    # The errors are raised outside the ``except`` blocks, so that no exception quoting
+    # the URL (urllib's ValueError) stays reachable as their ``__context__``.
+    message = None
     try:
         return _parse(url)
     except URLError as exc:
-        raise _error(url, str(exc)) from None
+        message = str(exc)
+    raise _error(url, message)
 
 
 def _parse(url: str) -> ConnectionParameters:
     safe = redact_url(url)
+    detail = None
     try:
         parts = urlsplit(url)
         port_value = parts.port
+        hostname = parts.hostname
     except ValueError as exc:
-        raise URLError(f"invalid AMQP URL {safe!r}: {_parser_detail(exc, url)}") from None
+        detail = _parser_detail(exc, url)
+    if detail is not None:
+        raise URLError(f"invalid AMQP URL {safe!r}: {detail}")
     if parts.scheme not in ("amqp", "amqps"):
         raise URLError(f"AMQP URL must start with amqp:// or amqps://, got {safe!r}")
     tls = parts.scheme == "amqps"
@@ -151,10 +159,6 @@ def _parse(url: str) -> ConnectionParameters:
     if "/" in path:
         raise URLError(f"the vhost in {safe!r} must be percent-encoded (use %2F for '/')")
     vhost = unquote(path) if path else "/"
-    try:
-        hostname = parts.hostname
-    except ValueError as exc:
-        raise URLError(f"invalid AMQP URL {safe!r}: {_parser_detail(exc, url)}") from None
     kwargs: dict[str, object] = {
         "host": hostname or "127.0.0.1",
         "port": port_value or (5671 if tls else 5672),
