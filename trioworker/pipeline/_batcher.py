@@ -113,6 +113,8 @@ class Batcher(Generic[T]):
         self._idle.set()
         # Calls running in *this* batcher (``stats.running`` may be shared with others).
         self._running = 0
+        # No bulk starts before this time (trio clock; 0: no pause) — see :meth:`pause`.
+        self._resume_at = 0.0
         self.stats = BatcherStats() if stats is None else stats
 
     @property
@@ -153,6 +155,21 @@ class Batcher(Generic[T]):
             self._on_unhandled(items)
         self._lot.unpark_all()
 
+    def pause(self, seconds: float) -> None:
+        """Start no bulk for ``seconds`` (backing off after failures); items keep being
+        buffered meanwhile. Calls already running are not touched, :meth:`close` ends the
+        pause at once, and a later call replaces the pause (``0`` lifts it)."""
+        self._resume_at = trio.current_time() + seconds if seconds > 0 else 0.0
+
+    async def _paused(self) -> None:
+        while not self._closed:
+            resume_at = self._resume_at  # may move meanwhile (a call still running failed)
+            if trio.current_time() >= resume_at:
+                break
+            with trio.move_on_at(resume_at):
+                await self._lot.park()  # woken by put() and close(): look again
+        self._resume_at = 0.0
+
     async def wait_idle(self) -> None:
         """Wait until no handler call is running."""
         await self._idle.wait()
@@ -168,6 +185,8 @@ class Batcher(Generic[T]):
         items = self._items
         async with trio.open_nursery() as nursery:
             while True:
+                if self._resume_at:
+                    await self._paused()
                 while not items:
                     if self._closed:
                         return  # the nursery waits for running handler calls

@@ -27,10 +27,12 @@ log = logging.getLogger("trioworker.amqp")
 class AckTracker:
     """Outstanding deliveries of one channel and the decisions taken for them."""
 
-    __slots__ = ("_decided", "_pending", "_settled", "channel")
+    __slots__ = ("_decided", "_pending", "_settled", "channel", "retries")
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, *, retries: bool = False) -> None:
         self.channel = channel
+        #: Whether the route has ``retry=`` (``Message.retry()`` is allowed).
+        self.retries = retries
         self._pending: deque[int] = deque()
         self._decided: dict[int, Actions] = {}
         # Tags settled out of order (one frame each) but still in ``_pending``, behind an
@@ -101,9 +103,11 @@ class AckTracker:
         if action is Actions.ACK:
             channel.basic_ack(tag, multiple=multiple)
         elif not multiple:
-            channel.basic_reject(tag, requeue=action is Actions.REQUEUE)
+            channel.basic_reject(tag, requeue=action is not Actions.REJECT)
         else:
-            channel.basic_nack(tag, multiple=True, requeue=action is Actions.REQUEUE)
+            # RETRY never gets here (the route's retrier settles those): if it did,
+            # requeueing is the choice that loses nothing.
+            channel.basic_nack(tag, multiple=True, requeue=action is not Actions.REJECT)
 
     def _drop(self, exc: AMQPError) -> None:
         if self._pending or self._decided:

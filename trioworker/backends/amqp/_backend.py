@@ -29,6 +29,8 @@ from ...pipeline._backend import AppServices, Health
 from ...pipeline._handlers import Handler, handler_name
 from ._metrics import amqp_families
 from ._publisher import Body, encode_body
+from ._retry_policy import Retry
+from ._retrying import ExhaustedHook, route_on_exception
 from ._routes import DEFAULT_CONNECTION, AMQPRoute
 from ._rpc_route import rpc_handler, typed_consume_handler
 from ._supervisor import Supervisor
@@ -127,7 +129,7 @@ class AMQPBackend:
         bulk_size: int = 1,
         flush_interval: float | None = None,
         on_success: Actions = Actions.ACK,
-        on_exception: Actions = Actions.REQUEUE,
+        on_exception: Actions | None = None,
         concurrency: int = 1,
         prefetch: int | None = None,
         vhost: str | None = None,
@@ -136,6 +138,8 @@ class AMQPBackend:
         timeout: float | None = None,
         name: str | None = None,
         codec: str | Codec = "json",
+        retry: Retry | None = None,
+        on_exhausted: ExhaustedHook | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register a handler for one or more queues; it receives ``list[Message]``.
 
@@ -149,6 +153,7 @@ class AMQPBackend:
         queue_list = (queues,) if isinstance(queues, str) else tuple(queues)
         if not queue_list:
             raise ValueError("consume() needs at least one queue")
+        on_exception = route_on_exception(on_exception, retry, on_exhausted)  # docs/retries.md
         if not isinstance(on_success, Actions) or not isinstance(on_exception, Actions):
             raise TypeError("on_success and on_exception must be trioworker.Actions members")
         if timeout is not None and timeout <= 0:
@@ -172,6 +177,8 @@ class AMQPBackend:
                 declare=declare,
                 timeout=timeout,
                 name=name or handler_name(handler),
+                retry=retry,
+                on_exhausted=on_exhausted,
             )
             if route.bulk_size < 1 or route.concurrency < 1 or route.prefetch < 1:
                 raise ValueError("bulk_size, concurrency and prefetch must be at least 1")

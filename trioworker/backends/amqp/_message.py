@@ -15,7 +15,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trioworker.amqp")
 
-__all__ = ["InvalidMessageBody", "Message", "delivery_channel", "requeue_unhandled", "settle"]
+#: The header counting handlings (see :attr:`Message.attempt` and docs/retries.md).
+ATTEMPT_HEADER = "x-trioworker-attempt"
+
+__all__ = [
+    "ATTEMPT_HEADER",
+    "InvalidMessageBody",
+    "Message",
+    "delivery_channel",
+    "requeue_unhandled",
+    "settle",
+]
 
 
 class InvalidMessageBody(ValueError):
@@ -30,7 +40,9 @@ class Message:
     :meth:`reject` on it — a per-message call always wins.
     """
 
-    __slots__ = ("_decision", "_delivery", "_json", "_tracker", "queue")
+    # ``_retry_delay`` is set only by :meth:`retry` (read only for a ``RETRY`` decision), so
+    # building a message costs no more than before.
+    __slots__ = ("_decision", "_delivery", "_json", "_retry_delay", "_tracker", "queue")
 
     def __init__(self, delivery: Delivery, queue: str, tracker: AckTracker | None = None) -> None:
         self._delivery = delivery
@@ -121,6 +133,36 @@ class Message:
     def reject(self, requeue: bool = True) -> None:
         """Reject this message: requeued by default, dead-lettered with ``requeue=False``."""
         self._decision = Actions.REQUEUE if requeue else Actions.REJECT
+
+    def retry(self, delay: float | None = None) -> None:
+        """Handle this message again later, whatever the handler's outcome: one more attempt
+        of the route's ``retry=`` policy, after its delay — or after ``delay`` seconds (each
+        distinct value is a delay queue, declared when first used). Once the attempts are
+        used up the message goes to the dead-letter queue instead. See docs/retries.md.
+
+        Raises ``RuntimeError`` on a route without ``retry=``.
+        """
+        tracker = self._tracker
+        if tracker is not None and not tracker.retries:
+            raise RuntimeError(
+                f"message from {self.queue!r}: retry() needs a route with retry=Retry(...)"
+            )
+        if delay is not None and (not 0 <= delay < 2**31 / 1000 or delay != delay):
+            raise ValueError(f"retry(delay={delay!r}): seconds >= 0")
+        self._retry_delay = delay
+        self._decision = Actions.RETRY
+
+    @property
+    def attempt(self) -> int:
+        """Which handling of this message this is: 1 on the first delivery, +1 for every
+        retry (our own header, ``x-trioworker-attempt``; requeues and redeliveries do not
+        count)."""
+        headers = self._delivery.properties.headers
+        if headers:
+            value = headers.get(ATTEMPT_HEADER)
+            if isinstance(value, int) and value >= 1:
+                return value
+        return 1
 
     @property
     def decision(self) -> Actions | None:

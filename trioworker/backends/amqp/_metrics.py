@@ -56,6 +56,20 @@ def amqp_families(supervisors: Iterable[Supervisor]) -> Iterator[Metric]:
                 "Decisions not sent because the delivery's channel was gone; the broker "
                 "redelivers those messages.",
             ),
+            (
+                "retried",
+                "Messages sent to a delay queue for another attempt (retry=), confirmed.",
+            ),
+            (
+                "dead_lettered",
+                "Messages the route sent to its dead-letter queue (retry=: attempts "
+                "exhausted, an exception in never, or rejected), confirmed.",
+            ),
+            (
+                "exhausted",
+                "Messages dead-lettered because their attempts ran out or their exception "
+                "is in never (retry=).",
+            ),
         )
     }
     bulk_labels = ["route", "connection"]
@@ -107,8 +121,18 @@ def amqp_families(supervisors: Iterable[Supervisor]) -> Iterator[Metric]:
         up.add_metric([connection], 1 if sup.up else 0)
         for route in sup.routes:
             for queue, c in route.stats.queues.items():
-                counts = queue_counts.setdefault((route.name, queue, connection), [0] * 5)
-                for i, n in enumerate((c.received, c.acked, c.rejected, c.requeued, c.dropped)):
+                counts = queue_counts.setdefault((route.name, queue, connection), [0] * 8)
+                values = (
+                    c.received,
+                    c.acked,
+                    c.rejected,
+                    c.requeued,
+                    c.dropped,
+                    c.retried,
+                    c.dead_lettered,
+                    c.exhausted,
+                )
+                for i, n in enumerate(values):
                     counts[i] += n
             bulk_stats.setdefault((route.name, connection), []).append(route.stats.batcher)
         for run in sup.runs():

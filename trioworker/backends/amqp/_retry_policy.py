@@ -28,12 +28,18 @@ class Retry:
         never: exception types that are never retried, even if they match ``on``: the
             message goes to its dead-letter queue at once (a malformed message will not
             get better).
+        jitter: spread of the delays: a retry waits between ``d`` and ``d * (1 + jitter)``
+            seconds (so retries of many messages that failed together do not all come back
+            in the same instant). ``0`` for exact delays. Part of the delay queue's
+            arguments (its TTL is ``d * (1 + jitter)``): changing it needs the delay queues
+            deleted (docs/retries.md).
     """
 
     attempts: int = 3
     delays: Sequence[float] = (1.0, 10.0, 60.0)
     on: tuple[type[BaseException], ...] = (Exception,)
     never: tuple[type[BaseException], ...] = ()
+    jitter: float = 0.1
 
     def __post_init__(self) -> None:
         if not isinstance(self.attempts, int) or self.attempts < 1:
@@ -44,6 +50,8 @@ class Retry:
         if any(not math.isfinite(d) or d < 0 for d in delays):
             raise ValueError(f"Retry(delays={self.delays!r}): delays are finite seconds >= 0")
         object.__setattr__(self, "delays", delays)
+        if not isinstance(self.jitter, int | float) or not 0 <= self.jitter <= 10:
+            raise ValueError(f"Retry(jitter={self.jitter!r}): a fraction between 0 and 10")
         for field in ("on", "never"):
             types = getattr(self, field)
             if isinstance(types, type):

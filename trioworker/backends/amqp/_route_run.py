@@ -31,11 +31,14 @@ from ...amqp import (
     ConsumerCancelledError,
     NotFoundError,
 )
+from ...pipeline._actions import Actions
 from ...pipeline._backoff import backoff_delay
 from ...pipeline._batcher import Batcher
+from ...pipeline._failures import FailureWatch
 from ...pipeline._handlers import adapt
 from ._acks import AckTracker
 from ._message import Message, requeue_unhandled, settle
+from ._retrying import Retrier
 from ._routes import AMQPRoute
 
 __all__ = ["RouteRun"]
@@ -71,6 +74,11 @@ class RouteRun:
             stats=route.stats.batcher,
         )
         self._done = trio.Event()
+        # A handler that keeps failing: back off between bulks, summarise the logs.
+        self._failures = FailureWatch(f"route {route.name!r}", log)
+        self._retrier = (
+            Retrier(route, connection, self._batcher.pause) if route.retry is not None else None
+        )
 
     # --------------------------------------------------------------- state
 
@@ -91,18 +99,20 @@ class RouteRun:
 
     def _on_done(self, bulk: list[Message], error: BaseException | None) -> None:
         route = self.route
+        pause = 0.0
         if error is not None:
-            log.error(
-                "handler of route %r failed on a bulk of %d: %r",
-                route.name,
-                len(bulk),
-                error,
-                exc_info=error,
-            )
+            pause = self._failures.failed(error, len(bulk))
             default = route.on_exception
         else:
+            self._failures.succeeded()
             default = route.on_success
-        settle(bulk, default, route.stats)
+        if self._retrier is not None:
+            bulk, default = self._retrier.take(bulk, default, error)
+        if pause and default is Actions.REQUEUE:
+            # Requeued after a failure, the messages come straight back: no hot loop.
+            self._batcher.pause(pause)
+        if bulk:
+            settle(bulk, default, route.stats)
 
     def _on_unhandled(self, bulk: list[Message]) -> None:
         requeue_unhandled(bulk, self.route.stats)
@@ -114,6 +124,8 @@ class RouteRun:
         died, or the supervisor cut the grace period short)."""
         try:
             async with trio.open_nursery() as nursery:
+                if self._retrier is not None:
+                    await nursery.start(self._retrier.run)
                 nursery.start_soon(self._batcher.run)
                 for queue in self.route.queues:
                     nursery.start_soon(self._consume, queue)
@@ -132,7 +144,9 @@ class RouteRun:
                 await channel.basic_qos(prefetch_count=route.prefetch)
                 if route.declare:
                     await channel.queue_declare(queue, durable=True)
-                tracker = AckTracker(channel)
+                if self._retrier is not None:  # always: retries need their queues
+                    await self._retrier.declare(channel, queue)
+                tracker = AckTracker(channel, retries=self._retrier is not None)
                 self._trackers.append(tracker)
                 while not self._stopping:
                     consumer = await channel.basic_consume(queue)
@@ -208,6 +222,7 @@ class RouteRun:
         in :meth:`close_channels`, before the channels close.
         """
         self._stopping = True
+        self._failures.flush()
         try:
             with trio.move_on_after(min(grace_period, CLOSE_TIMEOUT)):
                 for channel, tag in self._consumers:
@@ -219,6 +234,9 @@ class RouteRun:
             self._batcher.close()  # even if cut short: nothing new starts
         with trio.move_on_after(grace_period) as scope:
             await self._batcher.wait_idle()
+            if self._retrier is not None:
+                await self._retrier.wait_idle()  # copies on their way: let them land
+                self._retrier.close()
         if scope.cancelled_caught:
             log.warning(
                 "route %r: handlers still running after the %.1f s grace period: cancelled, "

@@ -25,9 +25,24 @@ class QueueCounters:
     delivery's channel was gone: the broker redelivers those messages, so they are received
     (and handled) again. Deliveries still buffered when a connection dies get no decision
     at all; they are simply received again.
+
+    With ``retry=`` (docs/retries.md): ``retried`` counts messages sent to a delay queue,
+    ``dead_lettered`` messages the route sent to its dead-letter queue (attempts exhausted,
+    an exception in ``never``, or rejected), and ``exhausted`` those of them whose attempts
+    ran out or whose exception was in ``never``. Their originals are acknowledged once the
+    copy is confirmed, but they are not counted in ``acked``.
     """
 
-    __slots__ = ("acked", "dropped", "received", "rejected", "requeued")
+    __slots__ = (
+        "acked",
+        "dead_lettered",
+        "dropped",
+        "exhausted",
+        "received",
+        "rejected",
+        "requeued",
+        "retried",
+    )
 
     def __init__(self) -> None:
         self.received = 0
@@ -35,6 +50,9 @@ class QueueCounters:
         self.acked = 0
         self.rejected = 0
         self.requeued = 0
+        self.retried = 0
+        self.dead_lettered = 0
+        self.exhausted = 0
 
     def count(self, action: Actions, n: int = 1) -> None:
         """Add ``n`` decisions of kind ``action``."""

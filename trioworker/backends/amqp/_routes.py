@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 from ...pipeline._actions import Actions
 from ...pipeline._handlers import Handler
+from ._retry_policy import Retry
 from ._route_stats import RouteStats
 
 __all__ = ["DEFAULT_CONNECTION", "AMQPRoute"]
@@ -35,6 +38,9 @@ class AMQPRoute:
     declare: bool
     timeout: float | None
     name: str
+    #: ``retry=`` and ``on_exhausted=`` of ``consume()`` (docs/retries.md).
+    retry: Retry | None = None
+    on_exhausted: Callable[..., Any] | None = None
     stats: RouteStats = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self) -> None:
