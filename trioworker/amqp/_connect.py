@@ -195,6 +195,17 @@ async def _handshake(
             if _is_certificate_required(cause):
                 raise _certificate_required(params, cause) from exc
             raise _tls_error(params, exc) from exc
+        if not started and isinstance(stream, trio.SSLStream):
+            # A TLS broker that drops us right after the handshake, before Connection.Start:
+            # RabbitMQ with fail_if_no_peer_cert resets the connection (TLS 1.3 checks the
+            # client's certificate only then).
+            raise TLSCertificateRequiredError(
+                f"{params.host}:{params.port} dropped the TLS connection before the AMQP "
+                f"handshake ({exc}): it probably requires a client certificate (mutual "
+                "TLS): pass ssl_context= with context.load_cert_chain(certfile, keyfile)",
+                host=params.host,
+                reason=str(exc),
+            ) from exc
         if not started:
             raise NotAMQPServerError(
                 f"{params.host}:{params.port} dropped the connection before the AMQP handshake "
