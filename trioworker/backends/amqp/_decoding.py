@@ -14,14 +14,12 @@ one message.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 
+from ...amqp import BasicProperties
 from ...codecs import Codec, get_codec, resolve_decoder
-
-if TYPE_CHECKING:
-    from ._message import Message
 
 __all__ = ["DEFAULT_DECODING", "OFFLOAD_COMPRESSED_SIZE", "OFFLOAD_SIZE", "Decoding"]
 
@@ -30,6 +28,17 @@ OFFLOAD_SIZE = 256 * 1024
 #: Compressed bodies larger than this decode in a worker thread (they may inflate to the
 #: codec's limit, 16 MiB by default).
 OFFLOAD_COMPRESSED_SIZE = 4 * 1024
+
+
+class Message(Protocol):
+    """What decoding needs of a message (a :class:`~._message.Message`, which imports
+    this module)."""
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def properties(self) -> BasicProperties: ...
 
 
 class Decoding:
