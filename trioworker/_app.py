@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
@@ -15,6 +16,7 @@ import trio
 
 from . import _settings
 from ._errors import StartupError
+from ._lifecycle import run_started_hooks
 from .amqp import default_url, parse_url
 from .backends.amqp._backend import AMQPBackend
 from .backends.http._backend import HTTPBackend
@@ -46,6 +48,8 @@ class App(MutableMapping[str, Any]):
             ``$TRIOWORKER_HTTP_PORT``, default 127.0.0.1:8080; 0 picks a free port). Giving
             a port turns the HTTP server on even without routes (docs/http.md).
         health_path, metrics_path: the built-in endpoints; None turns one off.
+        ssl_context: the TLS context of the broker connection (``amqps://``): a private
+            CA, a client certificate (mutual TLS). Default: the system CAs.
     """
 
     def __init__(
@@ -59,12 +63,18 @@ class App(MutableMapping[str, Any]):
         http_port: int | None = None,
         health_path: str | None = "/health",
         metrics_path: str | None = "/metrics",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         url = amqp_url or default_url()
         parse_url(url)  # a bad URL fails here, not at startup
         self.name = name or os.path.basename(sys.argv[0] or "trioworker") or "trioworker"
         self.grace_period = _settings.grace_period() if grace_period is None else grace_period
-        self.amqp = AMQPBackend(self, url, _settings.prefetch() if prefetch is None else prefetch)
+        self.amqp = AMQPBackend(
+            self,
+            url,
+            _settings.prefetch() if prefetch is None else prefetch,
+            ssl_context=ssl_context,
+        )
         self.http = HTTPBackend(
             self, host=http_host, port=http_port, health_path=health_path, metrics_path=metrics_path
         )
@@ -236,7 +246,12 @@ class App(MutableMapping[str, Any]):
                         for backend in self._started:
                             backend.stop()
                         raise
-                    started_error = await self._run_started_hooks()
+                    started_error = await run_started_hooks(
+                        self,
+                        self._on_started,
+                        self.amqp if self.amqp in self._started else None,
+                        self._shutdown_requested,
+                    )
                     if started_error is None:
                         log.info("app %r started", self.name)
                         task_status.started(self)
@@ -320,36 +335,6 @@ class App(MutableMapping[str, Any]):
             await backend.run(task_status=task_status)
         finally:
             done.set()
-
-    async def _run_started_hooks(self) -> StartupError | None:
-        """Wait until every backend is up, then run the ``on_started`` hooks; the error
-        of the first that fails. A shutdown asked for while waiting skips them."""
-        requested = self._shutdown_requested
-        if not self._on_started or requested is None:
-            return None
-        if self.amqp in self._started:
-            with trio.CancelScope() as waiting:
-
-                async def cancel_on_shutdown() -> None:
-                    await requested.wait()
-                    waiting.cancel()
-
-                async with trio.open_nursery() as watch:
-                    watch.start_soon(cancel_on_shutdown)
-                    await self.amqp.wait_up()
-                    watch.cancel_scope.cancel()
-            if waiting.cancelled_caught:
-                return None
-        for hook in self._on_started:
-            try:
-                await hook(self)
-            except Exception as exc:
-                name = getattr(hook, "__qualname__", repr(hook))
-                log.error("on_started hook %s failed: %r; stopping the app", name, exc)
-                error = StartupError(f"on_started hook {name} failed: {exc!r}")
-                error.__cause__ = exc
-                return error
-        return None
 
     async def _run_shutdown_hooks(self) -> None:
         for hook in self._on_shutdown:

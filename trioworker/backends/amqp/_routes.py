@@ -8,8 +8,10 @@ from typing import Any
 
 from ...pipeline._actions import Actions
 from ...pipeline._handlers import Handler
+from ._declare import QueueStateLog, TopologyConflict
 from ._retry_policy import Retry
 from ._route_stats import RouteStats
+from ._topology import Queue
 
 __all__ = ["DEFAULT_CONNECTION", "AMQPRoute"]
 
@@ -38,13 +40,32 @@ class AMQPRoute:
     declare: bool
     timeout: float | None
     name: str
+    #: The ``Queue`` of each queue name the route knows something about: those given as
+    #: ``Queue`` objects, and, with ``declare=True``, ``Queue(name)`` for a plain name (what
+    #: is declared). A plain name without ``declare`` is absent: nothing is assumed about
+    #: its arguments.
+    topology: dict[str, Queue] = dataclasses.field(default_factory=dict)
     #: ``retry=`` and ``on_exhausted=`` of ``consume()`` (docs/retries.md).
     retry: Retry | None = None
     on_exhausted: Callable[..., Any] | None = None
     stats: RouteStats = dataclasses.field(init=False, repr=False)
+    #: Queues whose declare met a 406 (it will not fix itself): reported in ``/health``,
+    #: kept across reconnects like ``stats``, cleared by a declare that succeeds.
+    conflicts: dict[str, TopologyConflict] = dataclasses.field(init=False, repr=False)
+    #: Per queue, the last problem logged (a problem is logged when it changes).
+    queue_logs: dict[str, QueueStateLog] = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.stats = RouteStats(self.queues)
+        self.conflicts = {}
+        self.queue_logs = {q: QueueStateLog(self.name, q) for q in self.queues}
+        if self.declare:
+            for queue in self.queues:
+                self.topology.setdefault(queue, Queue(queue))
+
+    def queue_spec(self, queue: str) -> Queue | str:
+        """What to declare or check for ``queue``: its ``Queue``, or just the name."""
+        return self.topology.get(queue, queue)
 
     @property
     def effective_bulk_size(self) -> int:
