@@ -8,6 +8,10 @@ import pytest
 import trio
 
 from tests.support import rabbitmqctl
+
+# A private RabbitMQ node for the session (memory alarms, a short consumer_timeout), started
+# only if a test asks for it: see tests/support/private_node.py.
+from tests.support.private_node import private_node  # noqa: F401
 from trioworker.amqp import AMQPError, connect
 
 TEARDOWN_TIMEOUT = 20.0

@@ -155,6 +155,23 @@ class Batcher(Generic[T]):
             self._on_unhandled(items)
         self._lot.unpark_all()
 
+    def discard(self, unwanted: Callable[[T], bool]) -> int:
+        """Forget the items not yet handed to a handler for which ``unwanted`` is true —
+        buffered, in a bulk still filling up, or in a bulk waiting for a free call — and
+        return how many. Their source is gone (for AMQP: the channel closed, the broker
+        redelivers them): neither the handler nor ``on_unhandled`` sees them."""
+        items = self._items
+        before = len(items) + len(self._forming)
+        if items:
+            kept = [item for item in items if not unwanted(item)]
+            if len(kept) != len(items):
+                items.clear()
+                items.extend(kept)
+        if self._forming:
+            # The very list the loop fills: changed in place.
+            self._forming[:] = [item for item in self._forming if not unwanted(item)]
+        return before - len(items) - len(self._forming)
+
     def pause(self, seconds: float) -> None:
         """Start no bulk for ``seconds`` (backing off after failures); items keep being
         buffered meanwhile. Calls already running are not touched, :meth:`close` ends the
@@ -203,6 +220,8 @@ class Batcher(Generic[T]):
                         if self._closed:
                             self._on_unhandled(bulk)
                             continue
+                        if not bulk:
+                            continue  # every item of it was discarded meanwhile
                         if flushed_in_time:
                             self.stats.flushed_by_time += 1
                         else:
@@ -215,7 +234,14 @@ class Batcher(Generic[T]):
                 if self.concurrency == 1:
                     await self._call(bulk)
                 else:
-                    await self._slots.acquire()
+                    self._forming = bulk
+                    try:
+                        await self._slots.acquire()
+                    finally:
+                        self._forming = []
+                    if not bulk:
+                        self._slots.release()  # every item of it was discarded meanwhile
+                        continue
                     if self._closed:
                         # Closed while this bulk waited for a slot: it was never started,
                         # so it goes back to its source like any buffered item.

@@ -9,6 +9,7 @@ exactly the action decided for it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,10 @@ class FakeChannel:
         self.number = number
         self.frames: list[Frame] = []
         self.error: Exception | None = None
+
+    @property
+    def is_closed(self) -> bool:
+        return self.error is not None
 
     def _record(self, frame: Frame) -> None:
         if self.error is not None:
@@ -180,6 +185,23 @@ def test_a_dead_channel_drops_the_decisions_and_raises_nothing(error: Exception)
     assert tracker.outstanding == 0, "decisions for a dead channel are dropped, not kept"
     tracker.flush()
     assert channel.frames == []
+
+
+def test_the_dropped_count_is_what_the_log_line_says(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 11: "N decisions dropped" logged 0 nine times while the metric said 10. The
+    tracker returns the number it logs, and the caller counts exactly that."""
+    tracker, channel = make_tracker(range(1, 11))
+    tracker.decide_many([(1, ACK)])
+    channel.error = ChannelClosedError(406, "PRECONDITION_FAILED - ack timed out")
+    with caplog.at_level("INFO", logger="trioworker.amqp"):
+        counts = [tracker.decide_many([(tag, ACK)]) for tag in range(2, 11)]
+    logged = [
+        int(m.group(1))
+        for r in caplog.records
+        if (m := re.search(r"(\d+) decisions dropped", r.getMessage()))
+    ]
+    assert counts == [1] * 9
+    assert logged == counts
 
 
 # ---------------------------------------------------------------------- property

@@ -116,19 +116,26 @@ BASIC_NACK = (60, 120)
 
 
 class Wire:
-    """A TCP proxy in front of the broker recording what the app sends (client -> broker)."""
+    """A TCP proxy in front of the broker recording what the app sends (client -> broker).
+
+    Each connection through it (the app's consumer and publishing connections) is recorded
+    apart: the proxy pumps each one's upstream in a task of its own."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._sent = bytearray()
+        self._sent: dict[int, bytearray] = {}
 
     def record(self, chunk: bytes) -> bytes:
-        self._sent.extend(chunk)
+        self._sent.setdefault(id(trio.lowlevel.current_task()), bytearray()).extend(chunk)
         return chunk
 
     def frames(self) -> list[tuple[int, int, bytes]]:
-        """(class_id, method_id, arguments) of every method frame sent so far, in order."""
-        data = bytes(self._sent)
+        """(class_id, method_id, arguments) of every method frame sent so far: each
+        connection's in order, one connection after the other."""
+        return [frame for sent in self._sent.values() for frame in self._frames(bytes(sent))]
+
+    @staticmethod
+    def _frames(data: bytes) -> list[tuple[int, int, bytes]]:
         pos = 8 if data.startswith(b"AMQP") else 0
         frames = []
         while pos + 7 <= len(data):

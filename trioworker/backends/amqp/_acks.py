@@ -48,22 +48,31 @@ class AckTracker:
         """Record a delivery (call in delivery order)."""
         self._pending.append(delivery_tag)
 
-    def decide_many(self, decisions: list[tuple[int, Actions]]) -> None:
-        """Record several decisions, then send once."""
+    def decide_many(self, decisions: list[tuple[int, Actions]]) -> int:
+        """Record several decisions, then send once; return how many were dropped because
+        the channel is gone (0 while it is open). What is dropped is logged with that very
+        number, and the caller counts it (``trioworker_amqp_messages_dropped``)."""
+        channel = self.channel
+        if channel.is_closed:
+            self._drop(channel.error, len(decisions))
+            return len(decisions)
         self._decided.update(decisions)
-        self.flush()
+        return self.flush()
 
-    def flush(self) -> None:
+    def flush(self) -> int:
         """Send every decision taken: coalesced runs at the head, single frames behind.
 
         Decisions behind an undecided delivery (a slow or hanging call of a route with
         ``concurrency > 1``) cannot ride on a ``multiple`` frame, yet holding them back
         would fill the prefetch window with handled messages and stall the route — and a
         connection loss would redeliver all of them. So they go out one frame each.
+
+        Returns how many decisions were dropped because the channel is gone (usually 0).
         """
         pending = self._pending
         decided = self._decided
         settled = self._settled
+        in_flight = 0  # decisions taken out of ``decided`` for the frame being sent
         try:
             while pending:
                 head = pending[0]
@@ -89,14 +98,21 @@ class AckTracker:
                     last = pending.popleft()
                     del decided[last]
                     count += 1
+                in_flight = count
                 self._send(last, action, multiple=count > 1)
+                in_flight = 0
             if decided:
-                for tag, action in decided.items():
+                for sent, (tag, action) in enumerate(decided.items()):
+                    in_flight = -sent  # those already sent are not dropped
                     self._send(tag, action, multiple=False)
                     settled.add(tag)
                 decided.clear()
+                in_flight = 0
         except AMQPError as exc:
-            self._drop(exc)
+            dropped = len(decided) + in_flight
+            self._drop(exc, dropped)
+            return dropped
+        return 0
 
     def _send(self, tag: int, action: Actions, *, multiple: bool) -> None:
         channel = self.channel
@@ -109,13 +125,13 @@ class AckTracker:
             # requeueing is the choice that loses nothing.
             channel.basic_nack(tag, multiple=True, requeue=action is not Actions.REJECT)
 
-    def _drop(self, exc: AMQPError) -> None:
-        if self._pending or self._decided:
+    def _drop(self, exc: AMQPError | None, dropped: int) -> None:
+        if dropped:
             log.info(
                 "channel %d is gone (%s): %d decisions dropped, the broker redelivers",
                 self.channel.number,
                 exc,
-                self.outstanding,
+                dropped,
             )
         self._pending.clear()
         self._decided.clear()

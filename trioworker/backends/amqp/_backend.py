@@ -118,7 +118,7 @@ class AMQPBackend:
         if self._nursery is None:
             self.app.start_backend(self)
         else:
-            self._supervisor(DEFAULT_CONNECTION, None)
+            self._supervisor(DEFAULT_CONNECTION, None).publisher.want()
 
     # -------------------------------------------------------------- routes
 
@@ -217,8 +217,12 @@ class AMQPBackend:
             raise ValueError("timeout must be positive")
 
         def register(handler: Handler) -> Handler:
+            # Replies go out on the publishing connection, opened with the routes.
+            publisher = self._supervisor(connection, vhost).publisher
             route = AMQPRoute(
-                handler=rpc_handler(handler, codec, timeout, concurrency=concurrency),
+                handler=rpc_handler(
+                    handler, codec, timeout, publisher=publisher, concurrency=concurrency
+                ),
                 queues=(queue,),
                 bulk_size=concurrency,  # a bulk: the requests waiting (flush interval 0)
                 flush_interval=0.0,
@@ -234,6 +238,7 @@ class AMQPBackend:
             )
             if route.concurrency < 1 or route.prefetch < 1:
                 raise ValueError("concurrency and prefetch must be at least 1")
+            publisher.want()
             self.routes.append(route)
             self._supervisor(connection, vhost).add_route(route)
             if self._nursery is None:
@@ -363,8 +368,8 @@ class AMQPBackend:
                 for sup in self._supervisors.values():
                     sup.reset()
                     self._follow_stop(sup)
-                if self._enabled and not self._supervisors:
-                    self._supervisor(DEFAULT_CONNECTION, None)
+                if self._enabled:  # connect at startup, the publishing connection too
+                    self._supervisor(DEFAULT_CONNECTION, None).publisher.want()
                 self._nursery = nursery  # from now on, new supervisors start at once
                 self._ready.set()
                 for sup in list(self._supervisors.values()):

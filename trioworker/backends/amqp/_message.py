@@ -194,10 +194,10 @@ def settle(bulk: list[Message], default: Actions, stats: RouteStats) -> None:
             entry[3].append(decision)
         entry[1].append((message._delivery.delivery_tag, decision))
     for tracker, decisions, queue, own in by_tracker.values():
-        tracker.decide_many(decisions)
+        dropped = tracker.decide_many(decisions)  # logged with this same number
         counters = stats.queue(queue)
-        if tracker.channel.is_closed:
-            counters.dropped += len(decisions)
+        if dropped:
+            counters.dropped += dropped
             continue
         counters.count(default, len(decisions) - len(own))
         for action in own:

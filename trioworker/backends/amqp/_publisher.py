@@ -1,10 +1,15 @@
-"""Publishing with confirms and RPC calls on one supervised connection, across reconnects.
+"""Publishing with confirms and RPC calls on one publishing connection, across reconnects.
 
-The supervisor attaches every connection it opens and detaches it when the connection ends;
-a caller that comes while there is none waits for the next one (the supervisor is
-reconnecting). Once the supervisor is done (the app stopped), callers fail
-with :class:`~trioworker.amqp.ConnectionClosedError` instead of waiting for a connection
-that will never come.
+The :class:`~._publish_connection.PublishConnection` (publishers have a connection of their
+own, apart from the consumers') attaches every connection it opens and detaches it when the
+connection ends; a caller that comes while there is none waits for the next one (it is
+reconnecting, or — the first caller — opening it). Once it is done (the app stopped),
+callers fail with :class:`~trioworker.amqp.ConnectionClosedError` instead of waiting for a
+connection that will never come.
+
+A publish the connection loss left unconfirmed is published again on the next connection
+(at least once: the broker may have taken the first copy too), within the caller's
+timeout; see docs/amqp.md "Publishing".
 
 Publishing uses one channel per connection, in confirm mode, opened on first use; RPC calls
 share one :class:`~trioworker.amqp.RpcClient` (direct reply-to) per connection, also opened
@@ -19,6 +24,7 @@ from typing import Any
 import trio
 
 from ...amqp import (
+    AMQPConnectionError,
     AMQPError,
     BasicProperties,
     Channel,
@@ -62,6 +68,27 @@ class Publisher:
         self._channel_lock = trio.Lock()
         self._rpc: RpcClient | None = None
         self._rpc_lock = trio.Lock()
+        #: Set by the first caller (or an app with RPC routes): the publishing connection
+        #: opens only then; it stays wanted across serves of the app.
+        self.wanted = False
+        self._wanted = trio.Event()
+        #: Publishes sent again on a new connection because the old one died unconfirmed.
+        self.republished = 0
+
+    @property
+    def connection(self) -> Connection | None:
+        """The publishing connection, while one is attached."""
+        return self._connection
+
+    def want(self) -> None:
+        """Ask for the publishing connection (it opens lazily, on the first caller)."""
+        if not self.wanted:
+            self.wanted = True
+            self._wanted.set()
+
+    async def wait_wanted(self) -> None:
+        """Wait until someone asked for the connection (see :meth:`want`)."""
+        await self._wanted.wait()
 
     # ------------------------------------------------- driven by the supervisor
 
@@ -93,10 +120,15 @@ class Publisher:
         self.detach()
         self._ended = False
         self._attached = trio.Event()
+        self._wanted = trio.Event()
+        if self.wanted:
+            self._wanted.set()
 
     # --------------------------------------------------------------- callers
 
     async def _connected(self) -> tuple[Connection, trio.Nursery]:
+        if not self.wanted:
+            self.want()
         while True:
             if self._ended:
                 raise ConnectionClosedError(
@@ -132,15 +164,32 @@ class Publisher:
         properties: BasicProperties | None,
         mandatory: bool,
     ) -> None:
-        """Publish and wait for the broker's confirm (see ``AMQPBackend.publish``)."""
-        channel = await self.channel()
-        await channel.basic_publish(
-            body,
-            routing_key=routing_key,
-            exchange=exchange,
-            properties=properties,
-            mandatory=mandatory,
-        )
+        """Publish and wait for the broker's confirm (see ``AMQPBackend.publish``).
+
+        If the connection dies before the confirm came, the message is published again on
+        the next connection (the caller's timeout bounds the wait): at least once, never
+        lost silently. A channel error (say, an unknown exchange) is the caller's.
+        """
+        while True:
+            try:
+                channel = await self.channel()
+            except AMQPConnectionError:
+                if self._ended:
+                    raise  # the app stopped: no connection will come
+                continue  # lost while opening the channel: nothing sent yet
+            try:
+                await channel.basic_publish(
+                    body,
+                    routing_key=routing_key,
+                    exchange=exchange,
+                    properties=properties,
+                    mandatory=mandatory,
+                )
+                return
+            except AMQPConnectionError:
+                if self._ended:
+                    raise  # the app stopped: no connection will come
+                self.republished += 1  # lost unconfirmed: again on the next connection
 
     async def rpc_client(self) -> RpcClient:
         """The connection's RPC client (direct reply-to), started on first use."""

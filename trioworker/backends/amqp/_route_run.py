@@ -191,6 +191,8 @@ class RouteRun:
             finally:
                 if channel is None or channel.is_closed:
                     self._consuming.pop(queue, None)
+                    if channel is not None:
+                        self._forget_buffered(channel, queue)
             if self._stopping or self._connection.is_closed:
                 return
             await trio.sleep(delay)
@@ -206,6 +208,28 @@ class RouteRun:
             for delivery in batch:
                 track(delivery.delivery_tag)
                 put(Message(delivery, queue, tracker))
+
+    def _forget_buffered(self, channel: Channel, queue: str) -> None:
+        """The channel closed (the broker closed it, say for a ``consumer_timeout``): its
+        deliveries not yet handed to the handler are dropped — the broker redelivers them,
+        on the next channel. Handing them over would handle each twice, the first time for
+        nothing (its decision could never be sent). Running calls finish; their decisions
+        for the dead channel are dropped and counted (see ``settle``)."""
+
+        def on_dead_channel(message: Message) -> bool:
+            tracker = message._tracker
+            return tracker is not None and tracker.channel is channel
+
+        dropped = self._batcher.discard(on_dead_channel)
+        if dropped:
+            log.info(
+                "route %r: channel %d of queue %r closed: %d buffered deliveries dropped, "
+                "the broker redelivers them",
+                self.route.name,
+                channel.number,
+                queue,
+                dropped,
+            )
 
     # ---------------------------------------------------------------- stop
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -16,8 +16,11 @@ from ...amqp import RPC_ERROR_HEADER as ERROR_HEADER
 from ...amqp import AMQPError, BasicProperties
 from ...codecs import Codec, CodecError, codec_for, get_codec
 from ...pipeline._handlers import Handler, adapt
-from ._message import Message, delivery_channel
+from ._message import Message
 from ._typed import BodyType, InvalidBody, body_type
+
+if TYPE_CHECKING:
+    from ._publisher import Publisher
 
 log = logging.getLogger("trioworker.amqp")
 
@@ -71,7 +74,12 @@ def typed_consume_handler(handler: Handler, codec: str | Codec) -> RouteHandler 
 
 
 def rpc_handler(
-    handler: Handler, codec: str | Codec, timeout: float | None, *, concurrency: int = 1
+    handler: Handler,
+    codec: str | Codec,
+    timeout: float | None,
+    *,
+    publisher: Publisher,
+    concurrency: int = 1,
 ) -> RouteHandler:
     """Serve requests: call the handler, reply to ``reply_to`` with the same
     ``correlation_id``, and acknowledge the request whatever happened.
@@ -83,8 +91,11 @@ def rpc_handler(
     go out as one ``Basic.Ack(multiple=True)``. Each reply is published as soon as its own
     handler returns: a slow request delays its bulk's ack, never the other replies.
 
-    The reply is published on the channel the request came from, before its ack: if that
-    channel dies first, the request is redelivered and answered again, never lost. A
+    The reply is published through ``publisher`` — the publishing connection, not the one
+    the request came on (RabbitMQ blocks publishing connections during an alarm; the
+    consumers must keep acknowledging) — and confirmed before the request's ack goes out:
+    if the request's channel dies first, the request is redelivered and answered again,
+    never lost (a reply ``reply_to`` is a queue name, valid from any connection). A
     handler exception (or a timeout) becomes an error envelope
     ``{"error": {"type", "message"}}`` marked with the ``x-trioworker-error`` header — no
     traceback crosses — and the request is still acknowledged: a request that failed once
@@ -170,25 +181,22 @@ def rpc_handler(
             log.error("RPC result for %r cannot be encoded: %s", message.queue, exc)
             body = reply_codec.encode(_envelope(exc))
             error = True
-        channel = delivery_channel(message)
-        if channel is None:
-            return
         try:
-            await channel.publish(
+            await publisher.publish(
                 body,
                 routing_key=props.reply_to,
+                exchange="",
                 properties=BasicProperties(
                     correlation_id=props.correlation_id,
                     content_type=reply_codec.content_type,
                     content_encoding=reply_codec.content_encoding,
                     headers={ERROR_HEADER: True} if error else None,
                 ),
+                mandatory=False,
             )
         except AMQPError as exc:
-            if channel.is_closed:
-                raise  # no reply and no ack can go out: the broker redelivers the request
-            # A reply the protocol refuses (say, a reply_to over 255 bytes) fails this
-            # request only, not the other requests of its bulk.
+            # A reply the protocol or the broker refuses (say, a reply_to over 255 bytes)
+            # fails this request only, not the other requests of its bulk.
             log.error(
                 "RPC reply for request %d on %r not sent: %s",
                 message.delivery_tag,

@@ -3,7 +3,9 @@
 The supervisor connects, starts a :class:`RouteRun` of every route on the connection, and
 on connection loss — broker restart, ``rabbitmqctl close_all_connections``, a network cut,
 missed heartbeats — reconnects with exponential backoff and jitter and starts every route
-again (channels, QoS, declares, consumers). Its :class:`Publisher` follows the connection.
+again (channels, QoS, declares, consumers). Its :class:`Publisher` publishes on a
+connection of its own (:class:`PublishConnection`, opened on first use), so a broker that
+blocks publishers during an alarm never stops the consumers' acks.
 
 Stopping takes two steps, driven by the backend: :meth:`Supervisor.stop_consuming` stops
 the routes gracefully and keeps the connection open for publishers and callers (handlers of
@@ -20,11 +22,14 @@ import trio
 
 from ...amqp import AMQPConnectionError, Connection, connect
 from ...pipeline._backoff import backoff_delay
+from ._publish_connection import PublishConnection
 from ._publisher import Publisher
 from ._route_run import RouteRun
 from ._routes import AMQPRoute
 
 if TYPE_CHECKING:
+    import ssl
+
     from ...pipeline import AppServices
 
 __all__ = ["Supervisor"]
@@ -46,7 +51,10 @@ class Supervisor:
         self.connected = trio.Event()
         #: Connections lost or refused so far, each followed by a reconnect attempt.
         self.reconnects = 0
+        #: The TLS context of ``connect()`` (``App(ssl_context=)``, ``add_connection``).
+        self.ssl_context: ssl.SSLContext | None = None
         self.publisher = Publisher(self.name)
+        self.publishing = PublishConnection(self.publisher, self.name)
         self._runs: list[RouteRun] = []
         self._route_nursery: trio.Nursery | None = None
         self.reset()
@@ -62,7 +70,7 @@ class Supervisor:
         # (or known to be down, in which case it keeps reconnecting in the background).
         self._first_attempt = trio.Event()
         self._cancel_scope = trio.CancelScope()
-        self.publisher.reset()
+        self.publishing.reset()
 
     @property
     def name(self) -> str:
@@ -77,9 +85,10 @@ class Supervisor:
 
     def problems(self) -> list[str]:
         """Why this connection does not do its job right now (for ``/health``)."""
+        publishing = self.publishing.problems()
         if not self.up:
-            return [f"connection {self.name!r} is down"]
-        return [problem for run in self._runs for problem in run.problems()]
+            return [f"connection {self.name!r} is down", *publishing]
+        return [problem for run in self._runs for problem in run.problems()] + publishing
 
     def runs(self) -> list[RouteRun]:
         """The routes running on the current connection (none while it is down)."""
@@ -110,7 +119,20 @@ class Supervisor:
     # -------------------------------------------------------------- running
 
     async def run(self) -> None:
-        """Connect and reconnect until :meth:`stop`."""
+        """Connect and reconnect until :meth:`stop`; the publishing connection alongside."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                self.publishing.run,
+                self.url,
+                f"{self._app.name}:{self.name}:publish",
+                self.ssl_context,
+            )
+            try:
+                await self._run_consuming()
+            finally:
+                self.publishing.stop()
+
+    async def _run_consuming(self) -> None:
         attempt = 0
         try:
             with self._cancel_scope:
@@ -137,7 +159,6 @@ class Supervisor:
                         await trio.sleep(delay)
         finally:
             self._first_attempt.set()
-            self.publisher.end()
 
     async def _serve(self, conn: Connection) -> None:
         self.connection = conn
@@ -145,8 +166,6 @@ class Supervisor:
         log.info("AMQP connection %r open (%s)", self.name, conn.params.safe_url())
         try:
             async with trio.open_nursery() as nursery:
-                # The connection's own tasks (RPC replies) live in this nursery.
-                self.publisher.attach(conn, nursery)
                 nursery.start_soon(self._watch, conn, nursery.cancel_scope)
                 if self._stopping:
                     nursery.cancel_scope.cancel()
@@ -169,7 +188,6 @@ class Supervisor:
         finally:
             self._route_nursery = None
             self.connection = None
-            self.publisher.detach()
             if self.connected.is_set():
                 self.connected = trio.Event()
         if conn.error is not None:
@@ -210,5 +228,6 @@ class Supervisor:
         self._stopping = True
         self._consuming_stopped.set()
         self._stop_requested.set()
+        self.publishing.stop()
         if self.connection is None:
             self._cancel_scope.cancel()

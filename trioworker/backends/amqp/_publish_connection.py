@@ -1,0 +1,132 @@
+"""The publishing connection of one broker connection: publishers apart from consumers.
+
+During a memory or disk alarm RabbitMQ stops reading every connection that publishes. Were
+publishing and consuming to share a connection, its acks would no longer be read and its
+consumers would stall — the very consumers that drain the backlog. So ``app.amqp.publish``,
+the RPC client (``app.amqp.call``) and RPC route replies publish on a connection of their
+own, named ``<app>:<connection>:publish`` on the broker, and ``Connection.Blocked`` pauses
+them only: the consumer connection keeps acknowledging.
+
+The connection opens on first use (a publish, a call, an RPC route's first reply — an app
+with RPC routes asks for it when it starts) and is then kept up like the consumer
+connection: reconnects with backoff and jitter, until the supervisor stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+
+import trio
+
+from ...amqp import AMQPConnectionError, connect
+from ...pipeline._backoff import backoff_delay
+from ._publisher import Publisher
+
+__all__ = ["PublishConnection"]
+
+log = logging.getLogger("trioworker.amqp")
+
+
+class PublishConnection:
+    """Keeps the publishing connection of one supervisor up once someone asked for it."""
+
+    def __init__(self, publisher: Publisher, name: str) -> None:
+        self.publisher = publisher
+        self.name = name
+        #: Connections lost or refused so far, each followed by a reconnect attempt.
+        self.reconnects = 0
+        self._up = False
+        self._stop = trio.Event()
+
+    def reset(self) -> None:
+        """Ready for another serve of the app."""
+        self._stop = trio.Event()
+        self.publisher.reset()
+
+    @property
+    def up(self) -> bool:
+        """True while the publishing connection is open."""
+        conn = self.publisher.connection
+        return conn is not None and not conn.is_closed
+
+    def problems(self) -> list[str]:
+        """For ``/health``: the connection is wanted and down, or the broker blocks it."""
+        if not self.publisher.wanted:
+            return []
+        conn = self.publisher.connection
+        if conn is None or conn.is_closed:
+            return [f"publish connection {self.name!r} is down"]
+        if conn.is_blocked:
+            return [
+                f"publish connection {self.name!r} is blocked by the broker "
+                f"({conn.blocked_reason or 'no reason given'}): publishing waits"
+            ]
+        return []
+
+    def stop(self) -> None:
+        """Close the connection (publishers still waiting then fail); returns at once."""
+        self._stop.set()
+
+    async def run(
+        self, url: str, connection_name: str, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        """Wait until the publisher is wanted, then keep its connection up until stop()."""
+        try:
+            async with trio.open_nursery() as outer:
+                outer.start_soon(self._cancel_on_stop, outer.cancel_scope)
+                await self.publisher.wait_wanted()
+                await self._keep_up(url, connection_name, ssl_context)
+                outer.cancel_scope.cancel()
+        finally:
+            self.publisher.end()
+
+    async def _cancel_on_stop(self, scope: trio.CancelScope) -> None:
+        await self._stop.wait()
+        # Give a publisher connection that is open a polite close (in _keep_up), and a
+        # supervisor that waits (for a want, or to reconnect) its way out.
+        if self.publisher.connection is None:
+            scope.cancel()
+
+    async def _keep_up(
+        self, url: str, connection_name: str, ssl_context: ssl.SSLContext | None
+    ) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                async with connect(
+                    url, ssl_context=ssl_context, connection_name=connection_name
+                ) as conn:
+                    attempt = 0
+                    log.info("AMQP publish connection %r open", self.name)
+                    async with trio.open_nursery() as nursery:
+                        # The connection's own tasks (the RPC client's replies) live here.
+                        self.publisher.attach(conn, nursery)
+                        try:
+                            nursery.start_soon(self._close_on_stop, nursery.cancel_scope)
+                            with contextlib.suppress(AMQPConnectionError):
+                                await conn.wait_closed()  # raised below, after the nursery
+                        finally:
+                            self.publisher.detach()
+                            nursery.cancel_scope.cancel()
+                if conn.error is not None:
+                    raise conn.error
+            except AMQPConnectionError as exc:
+                if self._stop.is_set():
+                    return
+                self.reconnects += 1
+                delay = backoff_delay(attempt)
+                attempt += 1
+                log.warning(
+                    "AMQP publish connection %r lost or refused (%s); reconnecting in %.2f s",
+                    self.name,
+                    exc,
+                    delay,
+                )
+                with trio.move_on_at(trio.current_time() + delay):
+                    await self._stop.wait()
+
+    async def _close_on_stop(self, scope: trio.CancelScope) -> None:
+        await self._stop.wait()
+        scope.cancel()  # leaving `async with connect()` closes the connection politely
