@@ -18,6 +18,7 @@ from collections.abc import Callable
 import pytest
 import trio
 
+from tests.metrics._scrape import scrape, value
 from tests.support.private_node import PrivateNode
 from trioworker import App, Message, open_app
 from trioworker.amqp import connect
@@ -29,6 +30,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 BACKLOG = 3_000
 #: Handler time per bulk of 10: ~500 msg/s, so the backlog outlasts the alarm's start.
 PACE = 0.02
+PUBLISH = "default:publish"  # the publishing connection's label in the metrics
 
 
 async def test_a_memory_alarm_blocks_publishing_but_not_consuming(
@@ -71,6 +73,9 @@ async def test_a_memory_alarm_blocks_publishing_but_not_consuming(
             assert not health.ok
             assert "blocked by the broker" in health.detail
             assert "memory" in health.detail, health.detail  # the broker's reason
+            samples = scrape(app)
+            assert value(samples, "trioworker_amqp_connection_blocked", connection=PUBLISH) == 1
+            assert value(samples, "trioworker_amqp_connection_up", connection=PUBLISH) == 1
 
             await trio.sleep(1)  # confirms of publishes that got in before the block
             stuck = published

@@ -106,7 +106,13 @@ def amqp_families(supervisors: Iterable[Supervisor]) -> Iterator[Metric]:
     )
     up = GaugeMetricFamily(
         "trioworker_amqp_connection_up",
-        "1 while the AMQP connection is open, 0 while it is down or reconnecting.",
+        "1 while the AMQP connection is open, 0 while it is down or reconnecting "
+        '(publishers: connection="<name>:publish").',
+        labels=["connection"],
+    )
+    blocked = GaugeMetricFamily(
+        "trioworker_amqp_connection_blocked",
+        "1 while the broker blocks the publishing connection (a memory or disk alarm).",
         labels=["connection"],
     )
 
@@ -119,6 +125,11 @@ def amqp_families(supervisors: Iterable[Supervisor]) -> Iterator[Metric]:
         connection = sup.name
         reconnects.add_metric([connection], sup.reconnects)
         up.add_metric([connection], 1 if sup.up else 0)
+        publishing = sup.publishing
+        if publishing.publisher.wanted:  # the publishing connection, once opened
+            reconnects.add_metric([f"{connection}:publish"], publishing.reconnects)
+            up.add_metric([f"{connection}:publish"], 1 if publishing.up else 0)
+            blocked.add_metric([f"{connection}:publish"], 1 if publishing.blocked else 0)
         for route in sup.routes:
             for queue, c in route.stats.queues.items():
                 counts = queue_counts.setdefault((route.name, queue, connection), [0] * 8)
@@ -163,3 +174,4 @@ def amqp_families(supervisors: Iterable[Supervisor]) -> Iterator[Metric]:
     yield buffered
     yield reconnects
     yield up
+    yield blocked

@@ -51,6 +51,12 @@ class PublishConnection:
         conn = self.publisher.connection
         return conn is not None and not conn.is_closed
 
+    @property
+    def blocked(self) -> bool:
+        """True while the broker blocks the publishing connection (``Connection.Blocked``)."""
+        conn = self.publisher.connection
+        return conn is not None and not conn.is_closed and conn.is_blocked
+
     def problems(self) -> list[str]:
         """For ``/health``: the connection is wanted and down, or the broker blocks it."""
         if not self.publisher.wanted:
