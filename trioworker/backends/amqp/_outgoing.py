@@ -113,6 +113,10 @@ async def publish_within(
         return
     down = sup is not None and not sup.up and sup.last_error is not None
     why = f"; the connection is down: {sup.last_error}" if down and sup else ""
+    if sup is not None and sup.publishing.blocked:  # a memory or disk alarm
+        conn = sup.publisher.connection
+        reason = conn.blocked_reason if conn is not None else None
+        why = f"; the broker blocks publishing ({reason or 'no reason given'})"
     raise TimeoutError(
         f"app.amqp.publish(): no connection or no confirm within {timeout} s "
         f"(the message may still have reached the broker){why}"
