@@ -12,7 +12,8 @@ For each scenario and each round, for each system in turn (ours, peer, ours, pee
 reset the durable queue (delete + declare), pre-fill it when the scenario consumes, run the
 system's script, then check the queue depth it left. Usually run through ``nox -s bench``.
 Client scenarios: consume, publish, publish-persistent, rss. Worker-framework scenarios:
-route-bulk, route-each, route-rss (ours runs ``bench_framework.py``). RPC: rpc (latency with
+route-bulk, route-each, route-rss, route-retry, route-retry-dlq (ours runs
+``bench_framework.py``). RPC: rpc (latency with
 one caller, calls/s with 64; ``bench_rpc.py`` vs ``bench_rpc_aiopika.py``).
 """
 
@@ -151,6 +152,29 @@ SCENARIOS: dict[str, Scenario] = {
         mode="bulk-rss",
         scripts={"trioworker": FRAMEWORK},
         count_option="rss_count",
+        whole_bulks=256,
+    ),
+    # Retries (docs/retries.md): the bulk route with retry=Retry(attempts=3, delays=(1,)).
+    # route-retry: every message fails once (m.retry()) and succeeds a second later;
+    # route-retry-dlq: every message fails three times and is dead-lettered. Ours only.
+    "route-retry": Scenario(
+        "route-retry",
+        ("trioworker",),
+        prefill=True,
+        expect_depth_after="empty",
+        goal=Goal(),
+        mode="retry",
+        scripts={"trioworker": FRAMEWORK},
+        whole_bulks=256,
+    ),
+    "route-retry-dlq": Scenario(
+        "route-retry-dlq",
+        ("trioworker",),
+        prefill=True,
+        expect_depth_after="empty",
+        goal=Goal(),
+        mode="retry-dlq",
+        scripts={"trioworker": FRAMEWORK},
         whole_bulks=256,
     ),
     # RPC round trips on a durable request queue: an App's rpc route called through
