@@ -276,9 +276,10 @@ class Retrier:
                     delay = self.policy.delay_before(message.attempt + 1)
                 target = await self._declare_delay(channel, message.queue, delay)
                 properties = self._copy_properties(message, now_ms, retry_delay=delay)
-                sent.append(
-                    (message, await self._publish(channel, message, target, properties), "retried")
+                confirmation = await channel.publish(
+                    message.body, routing_key=target, properties=properties, mandatory=True
                 )
+                sent.append((message, confirmation, "retried"))
             dead = [(m, "never" if never else "exhausted") for m in exhausted]
             dead += [(m, "rejected") for m in rejected]
             for message, reason in dead:
@@ -291,7 +292,9 @@ class Retrier:
                     headers[HEADERS["exception"]] = _type_name(error)
                     headers[HEADERS["message"]] = _trimmed(str(error))
                 target = dead_letter_name(self.route, message.queue)
-                confirmation = await self._publish(channel, message, target, properties)
+                confirmation = await channel.publish(
+                    message.body, routing_key=target, properties=properties, mandatory=True
+                )
                 sent.append((message, confirmation, reason))
             unsent = []
             with trio.move_on_after(CONFIRM_TIMEOUT):
@@ -313,13 +316,6 @@ class Retrier:
             self._running -= 1
             if self._running == 0:
                 self._idle.set()
-
-    async def _publish(
-        self, channel: Channel, message: Message, target: str, properties: BasicProperties
-    ) -> Confirmation:
-        return await channel.publish(
-            message.body, routing_key=target, properties=properties, mandatory=True
-        )
 
     def _copy_properties(
         self, message: Message, now_ms: int, *, retry_delay: float | None = None
