@@ -13,41 +13,49 @@ HTTP- or SSE-only app never dials it, and its ``/health`` knows nothing of it.
 
 from __future__ import annotations
 
-import math
+import ssl
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
-from urllib.parse import quote
 
 import trio
 from prometheus_client.metrics_core import Metric
 
 from ... import _settings
-from ...amqp import BasicProperties, RpcClient, parse_url
+from ...amqp import parse_url
 from ...codecs import Codec, get_codec
 from ...pipeline._actions import Actions
 from ...pipeline._backend import AppServices, Health
 from ...pipeline._handlers import Handler, handler_name
 from ._metrics import amqp_families
-from ._publisher import Body, encode_body
+from ._registration import QueueArg, split_queues, vhost_url, warn_about
 from ._retry_policy import Retry
 from ._retrying import ExhaustedHook, route_on_exception
 from ._routes import DEFAULT_CONNECTION, AMQPRoute
 from ._rpc_route import rpc_handler, typed_consume_handler
+from ._sending import Sending
 from ._supervisor import Supervisor
 
 __all__ = ["AMQPBackend"]
 
 
-class AMQPBackend:
+class AMQPBackend(Sending):
     """``app.amqp``: register routes, publish, call, manage connections."""
 
     name = "amqp"
 
-    def __init__(self, app: AppServices, url: str, prefetch: int) -> None:
+    def __init__(
+        self,
+        app: AppServices,
+        url: str,
+        prefetch: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.app = app
         self.url = url
         self.prefetch = prefetch
         self._connections: dict[str, str] = {DEFAULT_CONNECTION: url}
+        #: Per connection name: the TLS context its ``connect()`` gets (None: the default).
+        self._ssl_contexts: dict[str, ssl.SSLContext | None] = {DEFAULT_CONNECTION: ssl_context}
         self._supervisors: dict[tuple[str, str | None], Supervisor] = {}
         self.routes: list[AMQPRoute] = []
         self._enabled = False
@@ -64,12 +72,18 @@ class AMQPBackend:
 
     # ------------------------------------------------------------ settings
 
-    def add_connection(self, name: str, url: str) -> None:
-        """Name another broker (or the same with other credentials) for routes to use."""
+    def add_connection(
+        self, name: str, url: str, *, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        """Name another broker (or the same with other credentials) for routes to use;
+        ``ssl_context`` for its TLS (a private CA, a client certificate)."""
         parse_url(url)  # fail now, not at startup
-        if name in self._connections and self._connections[name] != url:
+        if name in self._connections and (
+            self._connections[name] != url or self._ssl_contexts.get(name) is not ssl_context
+        ):
             raise ValueError(f"connection {name!r} is already defined")
         self._connections[name] = url
+        self._ssl_contexts[name] = ssl_context
 
     def _url_for(self, connection: str, vhost: str | None) -> str:
         try:
@@ -79,20 +93,14 @@ class AMQPBackend:
                 f"unknown AMQP connection {connection!r}; add it with "
                 f"app.amqp.add_connection({connection!r}, url)"
             ) from None
-        if vhost is None:
-            return url
-        parts = url.split("?", 1)
-        base = parts[0]
-        scheme, rest = base.split("://", 1)
-        authority = rest.split("/", 1)[0]
-        new = f"{scheme}://{authority}/{quote(vhost, safe='')}"
-        return new if len(parts) == 1 else f"{new}?{parts[1]}"
+        return vhost_url(url, vhost)
 
     def _supervisor(self, connection: str, vhost: str | None) -> Supervisor:
         key = (connection, vhost)
         sup = self._supervisors.get(key)
         if sup is None:
             sup = Supervisor(self.app, key, self._url_for(connection, vhost))
+            sup.ssl_context = self._ssl_contexts.get(connection)
             self._supervisors[key] = sup
             if self._nursery is not None:
                 self._follow_stop(sup)
@@ -124,7 +132,7 @@ class AMQPBackend:
 
     def consume(
         self,
-        queues: str | Sequence[str],
+        queues: QueueArg,
         *,
         bulk_size: int = 1,
         flush_interval: float | None = None,
@@ -138,6 +146,7 @@ class AMQPBackend:
         timeout: float | None = None,
         name: str | None = None,
         codec: str | Codec = "json",
+        accept: Sequence[str | Codec] = (),
         retry: Retry | None = None,
         on_exhausted: ExhaustedHook | None = None,
     ) -> Callable[[Handler], Handler]:
@@ -150,9 +159,10 @@ class AMQPBackend:
         still be called directly in tests.
         """
         get_codec(codec)  # an unknown codec fails at registration
-        queue_list = (queues,) if isinstance(queues, str) else tuple(queues)
-        if not queue_list:
-            raise ValueError("consume() needs at least one queue")
+        accept = tuple(accept)
+        for extra in accept:
+            get_codec(extra)
+        queue_list, topology = split_queues(queues)
         on_exception = route_on_exception(on_exception, retry, on_exhausted)  # docs/retries.md
         if not isinstance(on_success, Actions) or not isinstance(on_exception, Actions):
             raise TypeError("on_success and on_exception must be trioworker.Actions members")
@@ -162,7 +172,7 @@ class AMQPBackend:
 
         def register(handler: Handler) -> Handler:
             route = AMQPRoute(
-                handler=typed_consume_handler(handler, codec) or handler,
+                handler=typed_consume_handler(handler, codec, accept) or handler,
                 queues=queue_list,
                 bulk_size=bulk_size,
                 flush_interval=(
@@ -177,11 +187,13 @@ class AMQPBackend:
                 declare=declare,
                 timeout=timeout,
                 name=name or handler_name(handler),
+                topology=topology,
                 retry=retry,
                 on_exhausted=on_exhausted,
             )
             if route.bulk_size < 1 or route.concurrency < 1 or route.prefetch < 1:
                 raise ValueError("bulk_size, concurrency and prefetch must be at least 1")
+            warn_about(route, self.routes)
             self.routes.append(route)
             self._supervisor(connection, vhost).add_route(route)
             if self._nursery is None:
@@ -195,6 +207,7 @@ class AMQPBackend:
         queue: str,
         *,
         codec: str | Codec = "json",
+        accept: Sequence[str | Codec] = (),
         concurrency: int = 64,
         timeout: float | None = None,
         prefetch: int | None = None,
@@ -212,6 +225,9 @@ class AMQPBackend:
         ``concurrency`` at once, taken in bulks of what is waiting. See docs/rpc.md.
         """
         get_codec(codec)
+        accept = tuple(accept)
+        for extra in accept:
+            get_codec(extra)
         self._url_for(connection, vhost)
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -221,7 +237,12 @@ class AMQPBackend:
             publisher = self._supervisor(connection, vhost).publisher
             route = AMQPRoute(
                 handler=rpc_handler(
-                    handler, codec, timeout, publisher=publisher, concurrency=concurrency
+                    handler,
+                    codec,
+                    timeout,
+                    publisher=publisher,
+                    concurrency=concurrency,
+                    accept=accept,
                 ),
                 queues=(queue,),
                 bulk_size=concurrency,  # a bulk: the requests waiting (flush interval 0)
@@ -246,73 +267,6 @@ class AMQPBackend:
             return handler
 
         return register
-
-    async def call(
-        self,
-        queue: str,
-        payload: Any,
-        *,
-        timeout: float | None = 30.0,  # noqa: ASYNC109 - the documented API
-        codec: str | Codec | None = None,
-        connection: str = DEFAULT_CONNECTION,
-        vhost: str | None = None,
-    ) -> Any:
-        """Call the RPC route on ``queue`` and return its decoded reply.
-
-        Raises :class:`trioworker.RemoteError` (``type``, ``message``) if the remote
-        handler raised, ``TimeoutError`` after ``timeout`` seconds — waiting for the
-        connection included — and :class:`~trioworker.amqp.NoRouteError` if no queue takes
-        the request. Uses direct reply-to: no reply queue is declared; concurrent calls
-        share one channel. The app must be running; the backend starts on demand.
-        """
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
-        client: RpcClient | None = None
-        with trio.move_on_at(deadline):
-            sup = await self._running_supervisor("call", connection, vhost)
-            client = await sup.publisher.rpc_client()
-        if client is None:
-            raise TimeoutError(f"app.amqp.call({queue!r}): no connection within {timeout} s")
-        remaining = None if timeout is None else max(0.0, deadline - trio.current_time())
-        return await client.call(queue, payload, timeout=remaining, codec=codec)
-
-    async def publish(
-        self,
-        body: Body,
-        *,
-        routing_key: str,
-        exchange: str = "",
-        properties: BasicProperties | None = None,
-        mandatory: bool = False,
-        connection: str = DEFAULT_CONNECTION,
-        vhost: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - the documented API
-    ) -> None:
-        """Publish with publisher confirms; return once the broker took responsibility.
-
-        ``str`` bodies are UTF-8 encoded; ``dict``/``list`` bodies are JSON-encoded with
-        ``content_type`` ``application/json``. Raises :class:`~trioworker.amqp.PublishError`
-        if the broker nacks it or (``mandatory=True``) cannot route it. While the
-        connection is down, waits for it to come back — at most ``timeout`` seconds for the
-        whole publish, confirm included, if given; then ``TimeoutError`` (the message may
-        still have reached the broker). The app must be running; the backend starts on
-        demand.
-        """
-        encoded, properties = encode_body(body, properties)
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
-        with trio.move_on_at(deadline):
-            sup = await self._running_supervisor("publish", connection, vhost)
-            await sup.publisher.publish(
-                encoded,
-                routing_key=routing_key,
-                exchange=exchange,
-                properties=properties,
-                mandatory=mandatory,
-            )
-            return
-        raise TimeoutError(
-            f"app.amqp.publish(): no connection or no confirm within {timeout} s "
-            "(the message may still have reached the broker)"
-        )
 
     async def _running_supervisor(
         self, what: str, connection: str, vhost: str | None
@@ -376,6 +330,8 @@ class AMQPBackend:
                     nursery.start_soon(sup.run)
                 for sup in list(self._supervisors.values()):
                     await sup.wait_first_attempt()
+                    if sup.startup_error is not None:
+                        raise sup.startup_error  # refused credentials/vhost/TLS, a 406
                 task_status.started()
                 # Open until stop(): a publish may need a supervisor for a new connection.
                 await self._stop_requested.wait()
@@ -385,6 +341,12 @@ class AMQPBackend:
             self._stop_requested = trio.Event()
             self._ready.set()  # on-demand callers still waiting find the backend stopped
             self._ready = trio.Event()
+
+    async def wait_up(self) -> None:
+        """Wait until every connection is open and every route consumes all its queues
+        (what ``@app.on_started`` hooks wait for)."""
+        for sup in list(self._supervisors.values()):
+            await sup.wait_up()
 
     def stop_consuming(self) -> None:
         """Begin the graceful stop of every route (see :meth:`RouteRun.stop`), keeping the

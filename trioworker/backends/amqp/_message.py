@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ...amqp import AMQPError
+from ...codecs import CodecError
 from ...pipeline._actions import Actions
+from ._decoding import DEFAULT_DECODING, Decoding
 
 if TYPE_CHECKING:
     from ...amqp import BasicProperties, Channel, Delivery
@@ -25,6 +27,8 @@ __all__ = [
     "delivery_channel",
     "requeue_unhandled",
     "settle",
+    "tracker_of",
+    "use_decoding",
 ]
 
 
@@ -42,7 +46,18 @@ class Message:
 
     # ``_retry_delay`` is set only by :meth:`retry` (read only for a ``RETRY`` decision), so
     # building a message costs no more than before.
-    __slots__ = ("_decision", "_delivery", "_json", "_retry_delay", "_tracker", "queue")
+    # ``_decoding`` is set only by routes that decode other than JSON alone (read with a
+    # default, so the hot path of plain routes never pays for it).
+    __slots__ = (
+        "_decision",
+        "_decoding",
+        "_delivery",
+        "_json",
+        "_retry_delay",
+        "_tracker",
+        "queue",
+    )
+    _decoding: Decoding
 
     def __init__(self, delivery: Delivery, queue: str, tracker: AckTracker | None = None) -> None:
         self._delivery = delivery
@@ -65,27 +80,32 @@ class Message:
         return self._delivery.body
 
     def json(self) -> Any:
-        """The body decoded as UTF-8 JSON (cached).
+        """The body decoded (cached): as JSON, or with the codec its
+        ``content_type``/``content_encoding`` name when the route accepts that codec
+        (``codec=``, ``accept=``; see docs/rpc.md). Decoding is bounded by the codec's
+        ``max_size`` (16 MiB by default, after decompression).
 
-        A body that is not JSON fails *this message only*: it is marked ``REJECT`` (it can
-        never succeed, so requeueing it would loop forever; with a dead-letter exchange it
-        is kept for inspection) and :class:`InvalidMessageBody` is raised. A handler that
+        A body that does not decode fails *this message only*: it is marked ``REJECT`` (it
+        can never succeed, so requeueing it would loop forever; with a dead-letter exchange
+        it is kept for inspection) and :class:`InvalidMessageBody` is raised. A handler that
         catches it goes on with the other messages of its bulk.
         """
         if self._json is _UNSET:
+            decoding = getattr(self, "_decoding", DEFAULT_DECODING)
             try:
-                self._json = json.loads(self._delivery.body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                self._json = decoding.decode(self)
+            except (CodecError, AMQPError) as exc:
                 if self._decision is None:
                     self._decision = Actions.REJECT
                 log.warning(
-                    "message %d from queue %r is not JSON (%s): rejected",
+                    "message %d from queue %r does not decode (%s): rejected",
                     self.delivery_tag,
                     self.queue,
                     exc,
                 )
                 raise InvalidMessageBody(
-                    f"body of message {self.delivery_tag} from {self.queue!r} is not JSON: {exc}"
+                    f"body of message {self.delivery_tag} from {self.queue!r} does not "
+                    f"decode: {exc}"
                 ) from exc
         return self._json
 
@@ -217,6 +237,18 @@ def delivery_channel(message: Message) -> Channel | None:
     ``None`` for a message that came from no channel."""
     tracker = message._tracker
     return None if tracker is None else tracker.channel
+
+
+def tracker_of(message: Message) -> AckTracker | None:
+    """The acknowledgement tracker of the channel ``message`` came on (the retrier settles
+    originals through it once their copies are confirmed)."""
+    return message._tracker
+
+
+def use_decoding(message: Message, decoding: Decoding) -> None:
+    """Make ``message.json()`` decode as its route does (its codec and accepted decoders,
+    with their size limits), instead of plain JSON."""
+    message._decoding = decoding
 
 
 class _Unset:

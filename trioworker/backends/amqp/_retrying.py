@@ -39,7 +39,7 @@ from ...amqp import AMQPError, BasicProperties, Channel, Confirmation, Connectio
 from ...pipeline._actions import Actions
 from ...pipeline._backoff import backoff_delay
 from ._acks import AckTracker
-from ._message import ATTEMPT_HEADER, Message
+from ._message import ATTEMPT_HEADER, Message, tracker_of
 from ._retry_policy import Retry
 from ._routes import AMQPRoute
 from ._topology import Queue
@@ -198,7 +198,7 @@ class Retrier:
         rejected: list[Message] = []
         rest: list[Message] = []
         for message in bulk:
-            decision = message._decision
+            decision = message.decision
             if decision is None:
                 if never:
                     exhausted.append(message)
@@ -219,7 +219,7 @@ class Retrier:
         elif retry or exhausted or rejected:
             rest.extend(retry + exhausted + rejected)  # not running: back to the queue
             for message in retry + exhausted + rejected:
-                message._decision = Actions.REQUEUE
+                message.reject(requeue=True)
         return rest, default
 
     # ------------------------------------------------------------- running
@@ -376,7 +376,7 @@ class Retrier:
         outcomes = [(m, c.acked, kind) for m, c, kind in sent]
         outcomes += [(m, False, "") for m in unsent]
         for message, confirmed, kind in outcomes:
-            tracker = message._tracker
+            tracker = tracker_of(message)
             if tracker is None:
                 continue
             entry = by_tracker.setdefault(id(tracker), (tracker, []))

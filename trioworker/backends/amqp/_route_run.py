@@ -37,7 +37,8 @@ from ...pipeline._batcher import Batcher
 from ...pipeline._failures import FailureWatch
 from ...pipeline._handlers import adapt
 from ._acks import AckTracker
-from ._message import Message, requeue_unhandled, settle
+from ._declare import MissingQueue, TopologyConflict, prepare_queue
+from ._message import Message, delivery_channel, requeue_unhandled, settle
 from ._retrying import Retrier
 from ._routes import AMQPRoute
 
@@ -79,16 +80,31 @@ class RouteRun:
         self._retrier = (
             Retrier(route, connection, self._batcher.pause) if route.retry is not None else None
         )
+        #: Set once every queue was tried once (consuming, or failed): what the app's
+        #: startup waits for (a 406 then is a StartupError, see ``startup_conflicts``).
+        self.first_attempt = trio.Event()
+        self._untried = set(route.queues)
 
     # --------------------------------------------------------------- state
+
+    def _tried(self, queue: str) -> None:
+        self._untried.discard(queue)
+        if not self._untried:
+            self.first_attempt.set()
+
+    def consuming_all(self) -> bool:
+        """True while every queue of the route is consumed."""
+        return all(q in self._consuming for q in self.route.queues)
 
     def problems(self) -> list[str]:
         """Why this run does not do its job right now (for ``/health``): queues it should
         consume and does not. Empty while stopping: not consuming is then the point."""
         if self._stopping:
             return []
-        missing = [q for q in self.route.queues if q not in self._consuming]
-        return [f"route {self.route.name!r} is not consuming {missing}"] if missing else []
+        conflicts = self.route.conflicts
+        missing = [q for q in self.route.queues if q not in self._consuming and q not in conflicts]
+        problems = [f"route {self.route.name!r} is not consuming {missing}"] if missing else []
+        return problems + [f"route {self.route.name!r}: {c}" for c in conflicts.values()]
 
     def buffered(self) -> int:
         """Deliveries received and not yet handed to the handler; 0 once the connection is
@@ -130,6 +146,7 @@ class RouteRun:
                 for queue in self.route.queues:
                     nursery.start_soon(self._consume, queue)
         finally:
+            self.first_attempt.set()
             self._done.set()
 
     async def _consume(self, queue: str) -> None:
@@ -142,8 +159,9 @@ class RouteRun:
                 channel = await self._connection.open_channel()
                 self._channels.append(channel)
                 await channel.basic_qos(prefetch_count=route.prefetch)
-                if route.declare:
-                    await channel.queue_declare(queue, durable=True)
+                vhost = self._connection.params.virtual_host
+                await prepare_queue(channel, route.queue_spec(queue), vhost, route.declare)
+                route.conflicts.pop(queue, None)
                 if self._retrier is not None:  # always: retries need their queues
                     await self._retrier.declare(channel, queue)
                 tracker = AckTracker(channel, retries=self._retrier is not None)
@@ -154,6 +172,8 @@ class RouteRun:
                     log.info("route %r consuming queue %r", route.name, queue)
                     attempt = 0  # subscribed: the next failure starts the backoff over
                     self._consuming[queue] = consumer.consumer_tag
+                    route.queue_logs[queue].ok()
+                    self._tried(queue)
                     try:
                         await self._pump(consumer, tracker, queue)
                         return  # cancelled by us: shutdown
@@ -167,25 +187,23 @@ class RouteRun:
                         )
                     await trio.sleep(backoff_delay(attempt))
                     attempt += 1
-            except NotFoundError as exc:
+            except TopologyConflict as exc:
+                # Permanent: not retried on this connection (a reconnect tries once more).
+                route.conflicts[queue] = exc
+                route.queue_logs[queue].problem(str(exc), None)
+                self._tried(queue)
+                return
+            except (MissingQueue, NotFoundError) as exc:
                 delay = backoff_delay(attempt, cap=MISSING_QUEUE_RETRY_CAP)
-                log.error(
-                    "route %r: queue %r does not exist (%s); retrying in %.1f s "
-                    "(declare=True would create it)",
-                    route.name,
-                    queue,
-                    exc.reply_text,
-                    delay,
-                )
+                text = str(exc) if isinstance(exc, MissingQueue) else exc.reply_text
+                route.queue_logs[queue].problem(text, delay)
+                self._tried(queue)
             except ChannelClosedError as exc:
                 delay = backoff_delay(attempt, cap=MISSING_QUEUE_RETRY_CAP)
-                log.error(
-                    "route %r: channel for queue %r closed by the broker: %s; retrying in %.1f s",
-                    route.name,
-                    queue,
-                    exc,
-                    delay,
+                route.queue_logs[queue].problem(
+                    f"channel for queue {queue!r} closed by the broker: {exc}", delay
                 )
+                self._tried(queue)
             except AMQPConnectionError:
                 return  # the supervisor reconnects and starts a new run
             finally:
@@ -217,8 +235,7 @@ class RouteRun:
         for the dead channel are dropped and counted (see ``settle``)."""
 
         def on_dead_channel(message: Message) -> bool:
-            tracker = message._tracker
-            return tracker is not None and tracker.channel is channel
+            return delivery_channel(message) is channel
 
         dropped = self._batcher.discard(on_dead_channel)
         if dropped:

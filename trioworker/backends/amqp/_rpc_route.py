@@ -14,9 +14,10 @@ import trio
 
 from ...amqp import RPC_ERROR_HEADER as ERROR_HEADER
 from ...amqp import AMQPError, BasicProperties
-from ...codecs import Codec, CodecError, codec_for, get_codec
+from ...codecs import Codec, CodecError
 from ...pipeline._handlers import Handler, adapt
-from ._message import Message
+from ._decoding import Decoding
+from ._message import Message, use_decoding
 from ._typed import BodyType, InvalidBody, body_type
 
 if TYPE_CHECKING:
@@ -27,37 +28,53 @@ log = logging.getLogger("trioworker.amqp")
 RouteHandler = Callable[[list[Message]], Awaitable[Any]]
 
 
-def decode_message(message: Message, codec: Codec, typed: BodyType | None) -> Any:
-    """Decode a message's body with the codec its properties name (else ``codec``), and
-    validate it into ``typed`` if given. Raises :class:`CodecError` / :class:`InvalidBody`."""
-    props = message.properties
-    value = codec_for(props.content_type, props.content_encoding, codec).decode(message.body)
+async def decode_message(message: Message, decoding: Decoding, typed: BodyType | None) -> Any:
+    """Decode a message's body with the codec its properties name if the route accepts it
+    (else the route's codec; off the event loop when large or compressed), and validate it
+    into ``typed`` if given. Raises :class:`CodecError` / :class:`InvalidBody`."""
+    value = await decoding.decode_async(message)
     return value if typed is None else typed.validate(value)
 
 
-def typed_consume_handler(handler: Handler, codec: str | Codec) -> RouteHandler | None:
-    """For ``async def handle(orders: list[Order])``: decode, validate, call with the models.
+def typed_consume_handler(
+    handler: Handler, codec: str | Codec, accept: tuple[str | Codec, ...] = ()
+) -> RouteHandler | None:
+    """For ``async def handle(orders: list[Order])``: decode, validate, call with the models
+    (and, if its second parameter is annotated ``list[Message]``, with their messages).
 
     A message that does not decode or validate is rejected without requeue, with a log
     line, and left out of the list; the others go on. Returns ``None`` when the handler
-    takes plain messages.
+    takes plain messages and the route decodes JSON only; a plain handler of a route with
+    another ``codec`` or ``accept`` gets messages whose :meth:`Message.json` uses them.
     """
+    decoding = Decoding(codec, accept)
     typed = body_type(handler)
     if typed is None:
-        return None
+        if decoding.is_default:
+            return None
+        plain = adapt(handler)
+
+        async def decoding_handler(messages: list[Message]) -> Any:
+            for message in messages:
+                use_decoding(message, decoding)
+            return await plain(messages)
+
+        return decoding_handler
     if not typed.many:
         raise TypeError(
             "consume handlers receive a list: annotate the parameter as "
             f"list[{typed.type.__name__}]"
         )
-    use = get_codec(codec)
     call = adapt(handler)
+    with_messages = typed.with_messages
 
     async def typed_handler(messages: list[Message]) -> Any:
         values = []
+        decoded = []
         for message in messages:
+            use_decoding(message, decoding)
             try:
-                values.append(decode_message(message, use, typed))
+                values.append(await decode_message(message, decoding, typed))
             except (CodecError, InvalidBody, AMQPError) as exc:
                 message.reject(requeue=False)
                 log.warning(
@@ -66,8 +83,10 @@ def typed_consume_handler(handler: Handler, codec: str | Codec) -> RouteHandler 
                     message.queue,
                     exc,
                 )
+            else:
+                decoded.append(message)
         if values:
-            return await call(values)
+            return await (call(values, decoded) if with_messages else call(values))
         return None
 
     return typed_handler
@@ -80,6 +99,7 @@ def rpc_handler(
     *,
     publisher: Publisher,
     concurrency: int = 1,
+    accept: tuple[str | Codec, ...] = (),
 ) -> RouteHandler:
     """Serve requests: call the handler, reply to ``reply_to`` with the same
     ``correlation_id``, and acknowledge the request whatever happened.
@@ -103,8 +123,10 @@ def rpc_handler(
     """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    use = get_codec(codec)
+    decoding = Decoding(codec, accept)
+    use = decoding.codec
     typed = body_type(handler)
+    with_message = typed is not None and typed.with_messages
     if typed is not None and typed.many:
         raise TypeError("an RPC handler takes one request, not a list")
     call = adapt(handler)
@@ -134,10 +156,15 @@ def rpc_handler(
                 "RPC request %d has undecodable properties, dropped: %s", message.delivery_tag, exc
             )
             return
-        reply_codec = codec_for(props.content_type, props.content_encoding, use)
+        use_decoding(message, decoding)
         error = False
         try:
-            argument = message if typed is None else decode_message(message, use, typed)
+            # The reply goes back in the codec the request came in, if the route takes it.
+            reply_codec = decoding.decoder(message)
+        except CodecError:
+            reply_codec = use  # a typed route refuses it below; a plain handler decides
+        try:
+            argument = message if typed is None else await decode_message(message, decoding, typed)
         except (CodecError, InvalidBody) as exc:
             message.reject(requeue=False)
             log.warning(
@@ -150,11 +177,12 @@ def rpc_handler(
             error = True
         else:
             try:
+                args = (argument, message) if with_message else (argument,)
                 if timeout is None:
-                    result = await call(argument)
+                    result = await call(*args)
                 else:
                     with trio.fail_after(timeout):
-                        result = await call(argument)
+                        result = await call(*args)
             except trio.TooSlowError:
                 result = {
                     "error": {

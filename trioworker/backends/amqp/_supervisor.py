@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ...amqp import AMQPConnectionError, Connection, connect
+from ..._errors import StartupError
+from ...amqp import (
+    AMQPConnectionError,
+    AuthenticationError,
+    Connection,
+    TLSError,
+    VirtualHostError,
+    connect,
+)
 from ...pipeline._backoff import backoff_delay
 from ._publish_connection import PublishConnection
 from ._publisher import Publisher
@@ -44,6 +52,8 @@ class Supervisor:
         self._app = app
         self.key = key
         self.url = url
+        #: The TLS context of ``connect()`` (``App(ssl_context=)``, ``add_connection``).
+        self.ssl_context: ssl.SSLContext | None = None
         self.routes: list[AMQPRoute] = []
         #: The open connection, or ``None`` while connecting or reconnecting.
         self.connection: Connection | None = None
@@ -51,8 +61,8 @@ class Supervisor:
         self.connected = trio.Event()
         #: Connections lost or refused so far, each followed by a reconnect attempt.
         self.reconnects = 0
-        #: The TLS context of ``connect()`` (``App(ssl_context=)``, ``add_connection``).
-        self.ssl_context: ssl.SSLContext | None = None
+        #: The last reason a connect failed or the connection was lost (for errors).
+        self.last_error: AMQPConnectionError | None = None
         self.publisher = Publisher(self.name)
         self.publishing = PublishConnection(self.publisher, self.name)
         self._runs: list[RouteRun] = []
@@ -69,6 +79,10 @@ class Supervisor:
         # itself started only then, so `open_app`'s block begins with the connection open
         # (or known to be down, in which case it keeps reconnecting in the background).
         self._first_attempt = trio.Event()
+        #: Why the first attempt of this serve cannot succeed by retrying (credentials,
+        #: vhost, certificate, a 406 on a route's declare): the backend's startup raises it.
+        self.startup_error: StartupError | None = None
+        self._connected_once = False
         self._cancel_scope = trio.CancelScope()
         self.publishing.reset()
 
@@ -95,8 +109,21 @@ class Supervisor:
         return list(self._runs) if self.up else []
 
     async def wait_first_attempt(self) -> None:
-        """Wait until the first connection attempt of this serve succeeded or failed."""
+        """Wait until the first connection attempt of this serve succeeded or failed, and,
+        if it succeeded, every route tried each of its queues once."""
         await self._first_attempt.wait()
+        for run in list(self._runs):
+            await run.first_attempt.wait()
+        if self.startup_error is None:
+            conflicts = [c for run in self._runs for c in run.route.conflicts.values()]
+            if conflicts:
+                self.startup_error = StartupError("; ".join(map(str, conflicts)))
+
+    async def wait_up(self) -> None:
+        """Wait until the connection is open and every route consumes all its queues."""
+        # Polled: it runs once, at startup, and keeps the consume path free of events.
+        while not (self.up and all(run.consuming_all() for run in self._runs)):  # noqa: ASYNC110
+            await trio.sleep(0.05)
 
     # --------------------------------------------------------------- routes
 
@@ -139,11 +166,18 @@ class Supervisor:
                 while not self._stopping:
                     try:
                         async with connect(
-                            self.url, connection_name=f"{self._app.name}:{self.name}"
+                            self.url,
+                            ssl_context=self.ssl_context,
+                            connection_name=f"{self._app.name}:{self.name}",
                         ) as conn:
                             attempt = 0
                             await self._serve(conn)
                     except AMQPConnectionError as exc:
+                        self.last_error = exc
+                        why = _refusal(exc)
+                        if why is not None and not self._connected_once:
+                            # Retrying cannot fix it: the app's startup fails with it.
+                            self.startup_error = self.startup_error or StartupError(why)
                         self._first_attempt.set()
                         if self._stopping:
                             break
@@ -153,7 +187,7 @@ class Supervisor:
                         log.warning(
                             "AMQP connection %r lost or refused (%s); reconnecting in %.2f s",
                             self.name,
-                            exc,
+                            why or exc,
                             delay,
                         )
                         await trio.sleep(delay)
@@ -162,6 +196,7 @@ class Supervisor:
 
     async def _serve(self, conn: Connection) -> None:
         self.connection = conn
+        self._connected_once = True
         self._runs = []
         log.info("AMQP connection %r open (%s)", self.name, conn.params.safe_url())
         try:
@@ -231,3 +266,18 @@ class Supervisor:
         self.publishing.stop()
         if self.connection is None:
             self._cancel_scope.cancel()
+
+
+def _refusal(exc: AMQPConnectionError) -> str | None:
+    """Why ``exc`` is a configuration error no retry fixes, or None (retry: the broker may
+    still be starting). The client's messages name the user, host and vhost, never the
+    password."""
+    if isinstance(exc, AuthenticationError):
+        fix = "check the user name and password in the AMQP URL"
+    elif isinstance(exc, VirtualHostError):
+        fix = "create the vhost or grant the user access to it (rabbitmqctl set_permissions)"
+    elif isinstance(exc, TLSError):
+        fix = "check the ssl_context (CA, client certificate) and the host name"
+    else:
+        return None
+    return f"the broker refused the connection: {exc} — {fix}"
