@@ -20,6 +20,7 @@ from typing import Any
 import pika
 
 import trioworker
+from tests.conftest import configured_amqp_url
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The trioworker these tests import (a private checkout via PYTHONPATH too) is the one the
@@ -36,6 +37,8 @@ def cli_env(**variables: str) -> dict[str, str]:
     paths = [str(PACKAGE_ROOT), str(REPO_ROOT), env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
     env.setdefault("TRIOWORKER_GRACE_PERIOD", "10")
+    # The broker the suite uses (a private node where rabbitmqctl cannot reach 5672).
+    env.setdefault("TRIOWORKER_AMQP_URL", configured_amqp_url())
     env.update(variables)
     return env
 
