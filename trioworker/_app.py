@@ -303,18 +303,22 @@ class App(MutableMapping[str, Any]):
         self._extra_backends.append(backend)
         self.start_backend(backend)
 
-    def start_backend(self, backend: Backend) -> None:
+    def start_backend(self, backend: Backend) -> bool:
         """Start ``backend`` now if the app runs and it is not running yet (it became active:
-        its first route was registered on a running app)."""
+        its first route was registered on a running app). Returns whether the backend runs
+        now (False: the app is not running, is shutting down, or the backend is inactive)."""
+        if backend in self._started:
+            return True
         nursery = self._backends_nursery
-        if nursery is None or backend in self._started or not backend.active:
-            return
+        if nursery is None or not backend.active:
+            return False
         if self.shutting_down and backend is not self.amqp:
             # Only the AMQP backend may still start while the others drain (a handler
             # publishes for the first time): it is the one stopped after them.
-            return
+            return False
         self._started.append(backend)
         nursery.start_soon(self._run_backend, backend)
+        return True
 
     def health(self) -> dict[str, Health]:
         """Each running backend's health, by name (``GET /health`` shows it)."""

@@ -78,8 +78,8 @@ class AppServices(Protocol):
         """The app's metrics (``render()`` for ``GET /metrics``, recorders)."""
         ...
 
-    def start_backend(self, backend: Backend) -> None:
-        """Start ``backend`` now if the app runs and it is not running yet."""
+    def start_backend(self, backend: Backend) -> bool:
+        """Start ``backend`` now if the app runs and it is not running yet; whether it runs."""
         ...
 
     def health(self) -> dict[str, Health]:

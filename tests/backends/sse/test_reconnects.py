@@ -33,8 +33,8 @@ class Services:
     def __init__(self) -> None:
         self.metrics = Metrics()
 
-    def start_backend(self, backend: Backend) -> None:
-        pass  # the test runs the backend itself
+    def start_backend(self, backend: Backend) -> bool:
+        return False  # the test runs the backend itself
 
     def health(self) -> dict[str, Health]:
         return {}

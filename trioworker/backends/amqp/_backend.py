@@ -276,10 +276,7 @@ class AMQPBackend(Sending):
         if self._nursery is None:
             self._url_for(connection, vhost)  # an unknown connection fails before starting
             self._on_demand = True
-            self.app.start_backend(self)
-            # The app lists the health of the backends it runs: not there, it did not start
-            # this one (the app is not running, or is shutting down).
-            if self.name not in self.app.health():
+            if not self.app.start_backend(self):  # not running, or shutting down
                 self._on_demand = False
                 raise RuntimeError(f"app.amqp.{what}() needs a running app (serve() or open_app())")
             await self._ready.wait()
