@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import ssl
 import sys
 import threading
@@ -16,7 +15,7 @@ import trio
 
 from . import _settings
 from ._errors import StartupError
-from ._lifecycle import run_started_hooks
+from ._lifecycle import leaves_of, run_started_hooks, watch_signals
 from .amqp import default_url, parse_url
 from .backends.amqp._backend import AMQPBackend
 from .backends.http._backend import HTTPBackend
@@ -225,7 +224,7 @@ class App(MutableMapping[str, Any]):
             started_error: StartupError | None = None
             async with trio.open_nursery() as nursery:
                 if install_signal_handlers:
-                    nursery.start_soon(self._watch_signals, nursery.cancel_scope)
+                    nursery.start_soon(watch_signals, self, nursery.cancel_scope)
                 # Each backend's run() returns once stop() has drained it, so leaving this
                 # inner nursery means every backend has stopped.
                 async with trio.open_nursery() as backends:
@@ -282,7 +281,7 @@ class App(MutableMapping[str, Any]):
             # A backend that cannot start (HTTP port taken) raises StartupError; the user
             # should see that, not two layers of nursery ExceptionGroups around it.
             startup, rest = group.split(StartupError)
-            leaves = list(_leaves(startup)) if startup is not None else []
+            leaves = list(leaves_of(startup)) if startup is not None else []
             if rest is None and len(leaves) == 1:
                 raise leaves[0] from leaves[0].__cause__
             raise
@@ -346,27 +345,6 @@ class App(MutableMapping[str, Any]):
                 await hook(self)
             except Exception:
                 log.exception("shutdown hook %r failed", hook)
-
-    async def _watch_signals(self, scope: trio.CancelScope) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                if self._shutdown_requested is not None and not self._shutdown_requested.is_set():
-                    log.info("%s received: graceful shutdown (send again to force)", name)
-                    self.shutdown()
-                else:
-                    log.warning("%s received again: cancelling what is left", name)
-                    scope.cancel()
-                    return
-
-
-def _leaves(error: BaseException) -> Iterator[BaseException]:
-    """The non-group exceptions inside ``error`` (itself, if it is not a group)."""
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield error
 
 
 @asynccontextmanager

@@ -4,20 +4,28 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import signal
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import trio
 
 from ._errors import StartupError
 
-__all__ = ["run_started_hooks"]
+__all__ = ["leaves_of", "run_started_hooks", "watch_signals"]
 
 log = logging.getLogger("trioworker")
 
 
 class _Waits(Protocol):
     async def wait_up(self) -> None: ...
+
+
+class _Stoppable(Protocol):
+    @property
+    def shutting_down(self) -> bool: ...
+
+    def shutdown(self) -> None: ...
 
 
 async def run_started_hooks(
@@ -55,3 +63,27 @@ async def run_started_hooks(
             error.__cause__ = exc
             return error
     return None
+
+
+async def watch_signals(app: _Stoppable, scope: trio.CancelScope) -> None:
+    """SIGINT/SIGTERM: the first asks ``app`` for a graceful stop; the next cancels
+    ``scope`` (what is left of the shutdown), as a user pressing Ctrl-C twice expects."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not app.shutting_down:
+                log.info("%s received: graceful shutdown (send again to force)", name)
+                app.shutdown()
+            else:
+                log.warning("%s received again: cancelling what is left", name)
+                scope.cancel()
+                return
+
+
+def leaves_of(error: BaseException) -> Iterator[BaseException]:
+    """The non-group exceptions inside ``error`` (itself, if it is not a group)."""
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from leaves_of(inner)
+    else:
+        yield error
