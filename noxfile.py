@@ -42,7 +42,7 @@ BENCH_PEERS = {
     "aio-pika": "aio-pika>=9,<10",
     "pika": "pika>=1.3,<1.4",
     "asyncworker": "async-worker==0.20.2",  # imported as `asyncworker`
-    "faststream": "faststream[rabbit]>=0.7,<0.8",
+    "faststream": "faststream[rabbit,cli]>=0.7,<0.8",  # cli: `faststream run` (startup)
 }
 
 
@@ -52,13 +52,15 @@ def bench(session: nox.Session) -> None:
 
     Client: consume, publish, publish-persistent, rss (vs aio-pika, pika). Framework:
     route-bulk (vs asyncworker, aio-pika), route-each (vs FastStream, aio-pika), route-rss.
+    CLI: cli-workers (`trioworker run --workers 2` vs `--workers 1`), startup (first
+    message and idle RSS of `trioworker run` vs `faststream run`).
     Other options go to benchmarks/run.py: --rounds 3, --count 100000, --rss-count 1000000,
     --fill-with pika|trioworker, --exact-count, --check (exit 1 unless every goal is met).
     """
     import os
     from pathlib import Path
 
-    session.install("-e", ".")
+    session.install("-e", ".[process]")  # route-pool: trio-parallel
     session.run("bash", "scripts/ensure-rabbitmq.sh", external=True)
     bindir = "Scripts" if os.name == "nt" else "bin"
     pythons = {"trioworker": str(Path(session.bin) / "python")}

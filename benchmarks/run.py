@@ -14,7 +14,11 @@ system's script, then check the queue depth it left. Usually run through ``nox -
 Client scenarios: consume, publish, publish-persistent, rss. Worker-framework scenarios:
 route-bulk, route-each, route-rss, route-retry, route-retry-dlq (ours runs
 ``bench_framework.py``). RPC: rpc (latency with
-one caller, calls/s with 64; ``bench_rpc.py`` vs ``bench_rpc_aiopika.py``).
+one caller, calls/s with 64; ``bench_rpc.py`` vs ``bench_rpc_aiopika.py``). CLI (``bench_cli.py``,
+the command measured from outside its process tree): cli-workers (``trioworker run --workers
+2`` vs ``--workers 1``), startup (``trioworker run`` vs ``faststream run``: first message,
+idle RSS). Pools: route-pool (``bench_pools.py``: a CPU-bound route in a process pool, a
+thread pool and on the loop).
 """
 
 from __future__ import annotations
@@ -56,6 +60,16 @@ class Goal:
 
 
 @dataclass(frozen=True)
+class Figure:
+    """A per-run number a scenario reports besides msg/s: its median per system, and each
+    other system's median over ours (``faststream/trioworker = 1.3x``), no goal."""
+
+    key: str  # in the scripts' JSON line
+    label: str
+    unit: str
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     systems: tuple[str, ...]  # ours first: the alternation order
@@ -71,12 +85,22 @@ class Scenario:
     # Bulk routes: round the count up to whole bulks of this size, so no run ends waiting
     # for the flush interval of a last partial bulk (--exact-count turns it off).
     whole_bulks: int | None = None
+    # Systems that are variants of another one run with that one's --python (e.g. two
+    # ways of running trioworker); by default a system is its own venv.
+    venvs: dict[str, str] | None = None
+    ours: str = OURS  # the system the ratios and goals are about
+    count: int | None = None  # a fixed message count, over ``count_option``
+    rates: bool = True  # False: msg/s mean nothing here (startup); the figures say it all
+    figures: tuple[Figure, ...] = ()
+
+    def venv_for(self, system: str) -> str:
+        return (self.venvs or {}).get(system) or system
 
     def mode_for(self, system: str) -> str:
         return (self.modes or {}).get(system) or self.mode or self.name
 
     def script_for(self, system: str) -> str:
-        return (self.scripts or {}).get(system) or SCRIPTS[system]
+        return (self.scripts or {}).get(system) or SCRIPTS[self.venv_for(system)]
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -188,6 +212,75 @@ SCENARIOS: dict[str, Scenario] = {
         goal=Goal(max_p50_ms=1.0, min_ratio={"aio-pika": 3.0}),
         scripts={"trioworker": "bench_rpc.py", "aio-pika": "bench_rpc_aiopika.py"},
         count_option="rpc_count",
+    ),
+    # The CLI (bench_cli.py: the command measured from outside its process tree).
+    # cli-workers: `trioworker run cli_app:app --workers 2` (a supervisor, two workers) vs
+    # `--workers 1` on the route-bulk workload; CPU of the whole tree and the supervisor's
+    # own. On 2 cores shared with the broker, the broker limits both rates: the point is
+    # what the supervisor costs.
+    "cli-workers": Scenario(
+        "cli-workers",
+        ("workers-2", "workers-1"),
+        prefill=True,
+        expect_depth_after="empty",
+        goal=Goal(),
+        modes={"workers-2": "workers-2", "workers-1": "workers-1"},
+        scripts={"workers-2": "bench_cli.py", "workers-1": "bench_cli.py"},
+        venvs={"workers-2": OURS, "workers-1": OURS},
+        ours="workers-2",
+        whole_bulks=256,
+        figures=(
+            Figure("consume_msg_per_s", "rate while messages flowed", "msg/s"),
+            Figure("flow_cpu_us_per_msg", "CPU per message while messages flowed", "us"),
+            Figure("start_cpu_ms", "CPU of the processes' start", "ms"),
+            Figure("stop_cpu_ms", "CPU of the stop", "ms"),
+            Figure("first_handled_s", "first bulk handled after the launch", "s"),
+            Figure("supervisor_cpu_ms", "supervisor CPU", "ms"),
+            Figure("supervisor_flow_cpu_ms", "supervisor CPU while messages flowed", "ms"),
+            Figure("supervisor_rss_mib", "supervisor RSS", "MiB"),
+        ),
+    ),
+    # startup: from launching `trioworker run startup_app:app` / `faststream run
+    # startup_faststream_app:app` (one route, one message waiting) to that message handled;
+    # then the worker's RSS after 2 s idle. Median of 5 starts each.
+    "startup": Scenario(
+        "startup",
+        ("trioworker", "faststream"),
+        prefill=True,
+        expect_depth_after="empty",
+        goal=Goal(),
+        rounds=5,
+        count=1,
+        rates=False,
+        modes={"trioworker": "startup-trioworker", "faststream": "startup-faststream"},
+        scripts={"trioworker": "bench_cli.py", "faststream": "bench_cli.py"},
+        figures=(
+            Figure("startup_ms", "launch to first message handled", "ms"),
+            Figure("idle_rss_mib", "idle RSS of the worker process", "MiB"),
+            Figure("startup_cpu_ms", "CPU until idle", "ms"),
+        ),
+    ),
+    # Pools (docs/pools.md, bench_pools.py): a CPU-bound route (about 2 ms of pure-Python
+    # work per message, bulks of 64, concurrency 2) in a process pool of 2 workers, in a
+    # thread pool of 2 (the GIL: one runs at a time) and on the event loop; 6,400 messages,
+    # so a run takes seconds, not minutes. Plus what the pool costs per bulk (no-op handler).
+    "route-pool": Scenario(
+        "route-pool",
+        ("process", "thread", "loop"),
+        prefill=True,
+        expect_depth_after="empty",
+        goal=Goal(),
+        modes={"process": "process", "thread": "thread", "loop": "loop"},
+        scripts={"process": "bench_pools.py", "thread": "bench_pools.py", "loop": "bench_pools.py"},
+        venvs={"process": OURS, "thread": OURS, "loop": OURS},
+        ours="process",
+        count=6400,
+        script_args=("--bulk-size", "64"),
+        figures=(
+            Figure("hop_us_per_bulk", "pool cost per bulk of 64 (no-op handler)", "us"),
+            Figure("parent_cpu_us_per_msg", "app process CPU per message", "us"),
+            Figure("work_ms", "one message's work", "ms"),
+        ),
     ),
 }
 
@@ -304,7 +397,8 @@ class Driver:
         time.sleep(self.args.settle)
         mode = scenario.mode_for(system)
         script = scenario.script_for(system)
-        cmd = [self.pythons[system], str(HERE / script), mode, queue, str(count)]
+        python = self.pythons[scenario.venv_for(system)]
+        cmd = [python, str(HERE / script), mode, queue, str(count)]
         cmd += ["--url", self.args.url, *scenario.script_args]
         load = os.getloadavg()[0]
         before = self.broker.sample()
@@ -324,6 +418,8 @@ class Driver:
         return result
 
     def count_for(self, scenario: Scenario) -> int:
+        if scenario.count is not None:
+            return scenario.count
         count = int(getattr(self.args, scenario.count_option))
         size = scenario.whole_bulks
         if size and not self.args.exact_count and count % size:
@@ -340,8 +436,8 @@ class Driver:
     def run_scenario(self, scenario: Scenario) -> dict[str, Any]:
         count = self.count_for(scenario)
         rounds = scenario.rounds or self.args.rounds
-        systems = [s for s in scenario.systems if s in self.pythons]
-        skipped = [s for s in scenario.systems if s not in self.pythons]
+        systems = [s for s in scenario.systems if scenario.venv_for(s) in self.pythons]
+        skipped = [s for s in scenario.systems if s not in systems]
         if skipped:
             print(f"[{scenario.name}] skipping (no --python given): {', '.join(skipped)}")
         if not systems:
@@ -359,6 +455,8 @@ class Driver:
                     continue
                 runs[system].append(result)
                 line = f"{tag}: {result['msg_per_s']:,.0f} msg/s in {result['seconds']:.2f}s"
+                if not scenario.rates:
+                    line = f"{tag}: {result['seconds']:.2f}s"
                 if "handled_s" in result:  # frameworks: the rest is the graceful shutdown
                     line += f" (last message handled at {result['handled_s']:.2f}s)"
                 if "rss_growth_mb" in result:
@@ -368,6 +466,8 @@ class Driver:
                     line += (
                         f"; 1 caller p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms"
                     )
+                if "note" in result:  # the script's own summary of the run
+                    line += f"; {result['note']}"
                 if "stderr" in result:  # e.g. the broker blocked publishers meanwhile
                     line += f"  [stderr: {result['stderr'].splitlines()[-1][:120]}]"
                 print(line, flush=True)
@@ -388,6 +488,7 @@ def cost_note(result: dict[str, Any]) -> str:
 
 def summarize(scenario: Scenario, data: dict[str, Any]) -> tuple[list[str], bool]:
     """Summary lines for one scenario, and whether every goal was met."""
+    us = scenario.ours
     lines: list[str] = []
     ok = True
     medians: dict[str, float] = {}
@@ -396,9 +497,11 @@ def summarize(scenario: Scenario, data: dict[str, Any]) -> tuple[list[str], bool
         nerr = len(data["errors"][system])
         if not rates:
             lines.append(f"{scenario.name} {system}: FAILED ({nerr} of {nerr} runs)")
-            ok = ok and system != OURS
+            ok = ok and system != us
             continue
         medians[system] = statistics.median(rates)
+        if not scenario.rates:
+            continue
         listed = ", ".join(f"{r:,.0f}" for r in rates)
         failed = f"; {nerr} failed" if nerr else ""
         median = medians[system]
@@ -407,10 +510,10 @@ def summarize(scenario: Scenario, data: dict[str, Any]) -> tuple[list[str], bool
         )
     data["median_msg_per_s"] = medians
     goal = scenario.goal
-    ours = medians.get(OURS)
+    ours = medians.get(us)
     ratios: dict[str, float] = {}
-    for peer in scenario.systems:
-        if peer == OURS or ours is None or peer not in medians or medians[peer] <= 0:
+    for peer in scenario.systems if scenario.rates else ():
+        if peer == us or ours is None or peer not in medians or medians[peer] <= 0:
             continue
         ratio = ours / medians[peer]
         ratios[peer] = ratio
@@ -420,27 +523,28 @@ def summarize(scenario: Scenario, data: dict[str, Any]) -> tuple[list[str], bool
             met = ratio >= want
             ok = ok and met
             verdict = f"  (goal >= {want:g}x: {'MET' if met else 'NOT MET'})"
-        lines.append(f"ratio {OURS}/{peer} = {ratio:.1f}x{verdict}")
+        lines.append(f"ratio {us}/{peer} = {ratio:.1f}x{verdict}")
     data["ratios"] = ratios
-    lines += cpu_lines(data)
+    lines += cpu_lines(data, us)
+    lines += figure_lines(scenario, data)
     for peer in goal.min_ratio or {}:
         if peer not in ratios:
             ok = False
-            lines.append(f"ratio {OURS}/{peer}: no figures (goal NOT CHECKED)")
+            lines.append(f"ratio {us}/{peer}: no figures (goal NOT CHECKED)")
     if goal.min_rate is not None and ours is not None:
         met = ours >= goal.min_rate
         ok = ok and met
         lines.append(
-            f"{scenario.name} {OURS} rate goal >= {goal.min_rate:,.0f} msg/s: "
+            f"{scenario.name} {us} rate goal >= {goal.min_rate:,.0f} msg/s: "
             f"{'MET' if met else 'NOT MET'}"
         )
     if goal.max_rss_growth_mb is not None:
-        for r in data["runs"].get(OURS, []):
+        for r in data["runs"].get(us, []):
             growth = float(r["rss_growth_mb"])
             met = growth < goal.max_rss_growth_mb
             ok = ok and met
             lines.append(
-                f"{scenario.name} {OURS}: growth {growth:+.1f} MB over {r['messages']:,} "
+                f"{scenario.name} {us}: growth {growth:+.1f} MB over {r['messages']:,} "
                 "messages "
                 f"(after warm-up {r['rss_warm_mb']:.1f} MB -> end {r['rss_end_mb']:.1f} MB; "
                 f"goal < {goal.max_rss_growth_mb:g} MB: {'MET' if met else 'NOT MET'})"
@@ -459,26 +563,26 @@ def summarize(scenario: Scenario, data: dict[str, Any]) -> tuple[list[str], bool
         lines.append(f"{scenario.name}: msg/s above are calls/s with {callers} concurrent callers")
         for system, (p50, p99) in latency.items():
             lines.append(f"{scenario.name} {system}: 1 caller p50 {p50:.3f} ms, p99 {p99:.3f} ms")
-        if OURS in latency:
+        if us in latency:
             for system, (p50, p99) in latency.items():
-                if system != OURS:
+                if system != us:
                     lines.append(
-                        f"latency {system}/{OURS}: p50 {p50 / latency[OURS][0]:.1f}x, "
-                        f"p99 {p99 / latency[OURS][1]:.1f}x"
+                        f"latency {system}/{us}: p50 {p50 / latency[us][0]:.1f}x, "
+                        f"p99 {p99 / latency[us][1]:.1f}x"
                     )
     if goal.max_p50_ms is not None:
-        met = OURS in latency and latency[OURS][0] <= goal.max_p50_ms
+        met = us in latency and latency[us][0] <= goal.max_p50_ms
         ok = ok and met
         lines.append(
-            f"{scenario.name} {OURS} p50 goal <= {goal.max_p50_ms:g} ms: "
+            f"{scenario.name} {us} p50 goal <= {goal.max_p50_ms:g} ms: "
             f"{'MET' if met else 'NOT MET'}"
         )
-    if ours is None and OURS in scenario.systems:
+    if ours is None and us in scenario.systems:
         ok = False
     return lines, ok
 
 
-def cpu_lines(data: dict[str, Any]) -> list[str]:
+def cpu_lines(data: dict[str, Any], ours: str = OURS) -> list[str]:
     """Median client CPU per message, and how many times more each peer spends (no goal)."""
     cost: dict[str, float] = {}
     for system, runs in data["runs"].items():
@@ -486,13 +590,39 @@ def cpu_lines(data: dict[str, Any]) -> list[str]:
         if values:
             cost[system] = statistics.median(values)
     data["median_cpu_us_per_msg"] = cost
-    if OURS not in cost or len(cost) < 2:
+    if ours not in cost or len(cost) < 2:
         return []
     listed = ", ".join(f"{system} {us:.1f}" for system, us in cost.items())
     lines = [f"client CPU per message, median us: {listed}"]
     for system, us in cost.items():
-        if system != OURS and cost[OURS] > 0:
-            lines.append(f"client CPU {system}/{OURS} = {us / cost[OURS]:.1f}x (no goal)")
+        if system != ours and cost[ours] > 0:
+            lines.append(f"client CPU {system}/{ours} = {us / cost[ours]:.1f}x (no goal)")
+    return lines
+
+
+def figure_lines(scenario: Scenario, data: dict[str, Any]) -> list[str]:
+    """The median of each of the scenario's figures per system, and the ratio to ours."""
+    lines: list[str] = []
+    data["median_figures"] = {}
+    for figure in scenario.figures:
+        medians: dict[str, float] = {}
+        for system, runs in data["runs"].items():
+            values = [float(r[figure.key]) for r in runs if figure.key in r]
+            if values:
+                medians[system] = statistics.median(values)
+        if not medians:
+            continue
+        data["median_figures"][figure.key] = medians
+        listed = ", ".join(f"{system} {v:,.1f}" for system, v in medians.items())
+        line = f"{scenario.name} {figure.label}, median {figure.unit}: {listed}"
+        ours = medians.get(scenario.ours)
+        if ours:
+            line += "".join(
+                f"; {system}/{scenario.ours} = {v / ours:.2f}x"
+                for system, v in medians.items()
+                if system != scenario.ours
+            )
+        lines.append(line)
     return lines
 
 

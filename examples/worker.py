@@ -1,126 +1,127 @@
 """An example worker: real messages through a bulk route, with per-message decisions.
 
-Run it with ``bash scripts/run-example.sh`` (installs what is missing), or directly::
+``bash scripts/run-example.sh`` installs what is missing, then serves this app with the
+command line, as a service would be run::
 
-    python examples/worker.py [--count 2000] [--url amqp://guest:guest@127.0.0.1:5672/%2F]
+    trioworker run worker:app --app-dir examples
+
+Settings come from the environment, like every app's under ``trioworker run``:
+``$TRIOWORKER_AMQP_URL`` (default: the local broker, guest/guest) and, for this example only,
+``$EXAMPLE_ORDERS``: how many orders to publish (2000). Extra arguments of the script go to
+``trioworker run`` (``--log-format json``, ``--log-level debug``).
 
 What happens:
 
-1. a startup hook declares an ``orders`` queue (private to this run) with a dead-letter
-   queue, and publishes ``--count`` orders with publisher confirms — one in 500 is not
-   JSON, one in a hundred has a negative quantity;
-2. a bulk route handles them 100 at a time: valid orders are acknowledged, orders with a
+1. the route declares (``declare=True``) a queue private to this run, and its dead-letter
+   queue, before it consumes;
+2. once the app is up (``on_started``: the broker is connected, the route consumes), it
+   publishes the orders with publisher confirms — one in 500 is not JSON, one in a hundred
+   has a negative quantity;
+3. the route handles them 100 at a time: valid orders are acknowledged, orders with a
    negative quantity are rejected (dead-lettered) by the handler, non-JSON bodies are
    rejected by ``m.json()`` itself — only that message, the rest of the bulk goes on;
-3. when every order is settled the worker shuts itself down gracefully and prints what
-   happened, checking the queues against its own counts.
+4. when every order is settled the handler asks for a graceful stop (``app.shutdown()``):
+   the decisions of that last bulk are still sent, then an ``on_shutdown`` hook checks the
+   queues against the counts, prints the summary and deletes the queues. The process exits
+   0 by itself, as after a SIGTERM.
+
+One worker process: under ``--workers N`` each worker would publish its own orders, and the
+supervisor restarts a worker that stops by itself.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 import time
 
 import trio
 
-from trioworker import App, InvalidMessageBody, Message, StartupError, amqp
+from trioworker import App, InvalidMessageBody, Message, Queue, amqp
+
+log = logging.getLogger("example")
+
+#: Orders published at the same time: their confirms overlap instead of costing one round
+#: trip each.
+PUBLISHERS = 50
 
 
-def build_app(url: str, count: int) -> App:
-    run = os.getpid()
-    queue = f"trioworker-example-orders-{run}"
-    dead = f"{queue}.dead"
-    app = App(amqp_url=url, prefetch=500, grace_period=10, name="trioworker-example")
+def order(i: int) -> tuple[bytes, str]:
+    """Order ``i``'s body and what should become of it."""
+    if i % 500 == 499:
+        return b"<order id=%d/>" % i, "not_json"
+    if i % 100 == 10:
+        return json.dumps({"order": i, "qty": -1}).encode(), "negative"
+    return json.dumps({"order": i, "qty": i % 5 + 1}).encode(), "ok"
+
+
+def build_app(count: int) -> App:
+    name = f"trioworker-example-orders-{os.getpid()}"  # private to this run
+    orders = Queue(name, dead_letter=f"{name}.dead")
+    app = App(prefetch=500, grace_period=10, name="trioworker-example")
     app["stats"] = {"ok": 0, "negative": 0, "not_json": 0, "bulks": 0}
-    app["expected"] = {"ok": 0, "negative": 0, "not_json": 0}
+    expected = {"ok": 0, "negative": 0, "not_json": 0}
+    for i in range(count):
+        expected[order(i)[1]] += 1
 
-    @app.on_startup
-    async def prepare(app: App) -> None:
-        async with amqp.connect(url) as conn, conn.channel() as channel:
-            await channel.queue_declare(dead, auto_delete=False)
-            await channel.queue_declare(
-                queue,
-                arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead},
-            )
-            await channel.confirm_select()
-            started = time.perf_counter()
-            for i in range(count):
-                if i % 500 == 499:
-                    body, kind = b"<order id=%d/>" % i, "not_json"
-                elif i % 100 == 10:
-                    body, kind = json.dumps({"order": i, "qty": -1}).encode(), "negative"
-                else:
-                    body, kind = json.dumps({"order": i, "qty": i % 5 + 1}).encode(), "ok"
-                app["expected"][kind] += 1
-                await channel.publish(body, routing_key=queue)
-                await channel.wait_for_confirms(max_outstanding=1000)
-            await channel.wait_for_confirms()
-        print(f"published {count} orders in {time.perf_counter() - started:.3f} s")
-        app["started"] = time.perf_counter()
+    @app.on_started
+    async def publish_orders(app: App) -> None:
+        started = time.perf_counter()
 
-    @app.amqp.consume([queue], bulk_size=100, flush_interval=0.2)
+        async def publish(lane: int) -> None:
+            for i in range(lane, count, PUBLISHERS):
+                await app.amqp.publish(order(i)[0], routing_key=name)  # confirmed
+
+        async with trio.open_nursery() as nursery:
+            for lane in range(PUBLISHERS):
+                nursery.start_soon(publish, lane)
+        print(f"published {count} orders in {time.perf_counter() - started:.3f} s", flush=True)
+        app["started"] = started
+
+    @app.amqp.consume([orders], bulk_size=100, flush_interval=0.2, declare=True)
     async def handle(messages: list[Message]) -> None:
         stats = app["stats"]
         stats["bulks"] += 1
         for m in messages:
             try:
-                order = m.json()
+                body = m.json()
             except InvalidMessageBody:
                 stats["not_json"] += 1  # already marked REJECT by json()
                 continue
-            if order["qty"] < 0:
+            if body["qty"] < 0:
                 m.reject(requeue=False)  # beats the route's on_success=ACK
                 stats["negative"] += 1
             else:
                 stats["ok"] += 1
-        if sum(stats[k] for k in ("ok", "negative", "not_json")) >= count:
+        if sum(stats[k] for k in expected) >= count:
             app.shutdown()  # graceful: this bulk's decisions are still sent
 
     @app.on_shutdown
     async def report(app: App) -> None:
         elapsed = time.perf_counter() - app.get("started", time.perf_counter())
-        async with amqp.connect(url) as conn, conn.channel() as channel:
-            left = (await channel.queue_declare(queue, passive=True)).message_count
-            dead_letters = (await channel.queue_declare(dead, passive=True)).message_count
-            await channel.queue_delete(queue)
-            await channel.queue_delete(dead)
-        stats, expected = app["stats"], app["expected"]
+        async with amqp.connect(app.amqp.url) as conn, conn.channel() as channel:
+            left = (await channel.queue_declare(name, passive=True)).message_count
+            dead = (await channel.queue_declare(f"{name}.dead", passive=True)).message_count
+            await channel.queue_delete(name)
+            await channel.queue_delete(f"{name}.dead")
+        stats = app["stats"]
         print(
             f"handled {count} orders in {stats['bulks']} bulks in {elapsed:.3f} s: "
             f"{stats['ok']} acked, {stats['negative']} rejected by the handler, "
             f"{stats['not_json']} not JSON"
         )
-        print(f"queue left with {left} messages, dead-letter queue with {dead_letters}")
+        print(f"queue left with {left} messages, dead-letter queue with {dead}")
         ok = (
             stats == {**expected, "bulks": stats["bulks"]}
             and left == 0
-            and dead_letters == expected["negative"] + expected["not_json"]
+            and dead == expected["negative"] + expected["not_json"]
         )
-        app["ok"] = ok
-        print("OK" if ok else "FAILED: counts do not match")
+        if not ok:
+            log.error("the counts do not match: expected %s", expected)
+        print("OK" if ok else "FAILED: counts do not match", flush=True)
 
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--count", type=int, default=2000)
-    parser.add_argument("--url", default=amqp.default_url())
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(message)s")
-    app = build_app(args.url, args.count)
-    try:
-        trio.run(app.serve)
-    except StartupError as exc:
-        sys.exit(f"cannot start the worker: {exc.__cause__ or exc}")
-    except amqp.AMQPConnectionError as exc:
-        sys.exit(f"cannot talk to RabbitMQ: {exc}")
-    sys.exit(0 if app.get("ok") else 1)
-
-
-if __name__ == "__main__":
-    main()
+app = build_app(int(os.environ.get("EXAMPLE_ORDERS") or 2000))
