@@ -15,7 +15,7 @@
     trio.run(app.serve)
 """
 
-from . import amqp, codecs
+from . import amqp, codecs, nameko, pools
 from ._app import App, open_app
 from ._errors import StartupError
 from ._version import __version__
@@ -53,6 +53,8 @@ __all__ = [
     "__version__",
     "amqp",
     "codecs",
+    "nameko",
     "open_app",
+    "pools",
     "register_codec",
 ]

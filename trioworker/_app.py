@@ -7,7 +7,7 @@ import os
 import ssl
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,14 +16,18 @@ import trio
 from . import _settings
 from ._errors import StartupError
 from ._lifecycle import leaves_of, run_started_hooks, watch_signals
-from .amqp import default_url, parse_url
+from ._log_context import bind
+from ._watchdog import BlockedLoopWatchdog
 from .backends.amqp._backend import AMQPBackend
+from .backends.amqp._failover import check_urls
 from .backends.http._backend import HTTPBackend
+from .backends.nameko import NamekoService
 from .backends.sse._backend import SSEBackend
 from .backends.timers import TimerBackend
 from .metrics._collector import Metrics
 from .pipeline._backend import Backend, Health
 from .pipeline._handlers import Handler
+from .pipeline._pools import Pools
 
 log = logging.getLogger("trioworker")
 
@@ -37,7 +41,11 @@ class App(MutableMapping[str, Any]):
     startup hook and read it from handlers — ``app["db"] = ...``.
 
     Arguments:
-        amqp_url: the broker; default ``$TRIOWORKER_AMQP_URL`` or the local RabbitMQ.
+        amqp_url: the broker: a URL, or the URLs of one cluster's nodes (a list, or
+            comma-separated) to fail over between (docs/cluster.md); default
+            ``$TRIOWORKER_AMQP_URL`` (comma-separated) or the local RabbitMQ.
+        amqp_shuffle: try the nodes in a random order, to spread many workers over them
+            (``$TRIOWORKER_AMQP_SHUFFLE``, default off: in the order given).
         prefetch: default per-consumer prefetch of AMQP routes (``$TRIOWORKER_PREFETCH``,
             default 1024). A route's bulk size is at most its prefetch.
         grace_period: seconds running handlers get to finish at shutdown
@@ -49,12 +57,16 @@ class App(MutableMapping[str, Any]):
         health_path, metrics_path: the built-in endpoints; None turns one off.
         ssl_context: the TLS context of the broker connection (``amqps://``): a private
             CA, a client certificate (mutual TLS). Default: the system CAs.
+        blocked_loop_threshold, slow_handler_threshold: seconds the event loop may be
+            blocked, and a handler call may run (routes without ``timeout``), before a
+            warning / a degraded ``/health``; default 1 and 60 (env too); 0 turns one off.
     """
 
     def __init__(
         self,
-        amqp_url: str | None = None,
+        amqp_url: str | Sequence[str] | None = None,
         *,
+        amqp_shuffle: bool | None = None,
         prefetch: int | None = None,
         grace_period: float | None = None,
         name: str | None = None,
@@ -63,17 +75,21 @@ class App(MutableMapping[str, Any]):
         health_path: str | None = "/health",
         metrics_path: str | None = "/metrics",
         ssl_context: ssl.SSLContext | None = None,
+        blocked_loop_threshold: float | None = None,
+        slow_handler_threshold: float | None = None,
     ) -> None:
-        url = amqp_url or default_url()
-        parse_url(url)  # a bad URL fails here, not at startup
+        urls, source = _settings.amqp_urls(amqp_url)
+        check_urls(urls, what=source)  # a bad URL fails here (naming which), not at startup
         self.name = name or os.path.basename(sys.argv[0] or "trioworker") or "trioworker"
         self.grace_period = _settings.grace_period() if grace_period is None else grace_period
         self.amqp = AMQPBackend(
             self,
-            url,
+            urls,
             _settings.prefetch() if prefetch is None else prefetch,
             ssl_context=ssl_context,
+            shuffle=_settings.amqp_shuffle() if amqp_shuffle is None else amqp_shuffle,
         )
+        self.nameko = NamekoService(self, self.amqp)  # Nameko events and RPC, on app.amqp
         self.http = HTTPBackend(
             self, host=http_host, port=http_port, health_path=health_path, metrics_path=metrics_path
         )
@@ -97,6 +113,12 @@ class App(MutableMapping[str, Any]):
         self.metrics = Metrics()
         self.metrics.add_source(self.amqp.collect)
         self.metrics.add_source(self.sse.collect)
+        self.pools = Pools()  # process pools open with serve(), see docs/pools.md
+        self.pool = self.pools.declare  # app.pool("cpu", kind="process", size=2)
+        self.metrics.add_source(self.pools.collect)
+        self.slow_handler_threshold = _settings.slow_handler_threshold(slow_handler_threshold)
+        self.watchdog = BlockedLoopWatchdog(self, blocked_loop_threshold)  # None: from env
+        self.metrics.add_source(self.watchdog.collect)
 
     # ------------------------------------------------------------- mapping
 
@@ -150,8 +172,10 @@ class App(MutableMapping[str, Any]):
         max_concurrency: int = 1,
         timeout: float | None = None,
         name: str | None = None,
+        pool: str | None = None,
     ) -> Callable[[Handler], Handler]:
-        """Run ``handler(app)`` every ``seconds`` on a fixed schedule (docs/timers.md).
+        """Run ``handler(app)`` every ``seconds`` on a fixed schedule (docs/timers.md);
+        ``pool=``: in that named pool (in a process pool, ``handler()``: docs/pools.md).
 
         Ticks that come while ``max_concurrency`` runs are still going are skipped and
         counted; an exception is logged and the timer goes on. Registered on a running app,
@@ -163,6 +187,7 @@ class App(MutableMapping[str, Any]):
             max_concurrency=max_concurrency,
             timeout=timeout,
             name=name,
+            pool=pool,
         )
 
     # ----------------------------------------------------------- lifecycle
@@ -171,6 +196,11 @@ class App(MutableMapping[str, Any]):
     def running(self) -> bool:
         """True between startup and the end of shutdown."""
         return self._running
+
+    @property
+    def trio_token(self) -> trio.lowlevel.TrioToken | None:
+        """The trio run serving the app, while it runs: how other threads reach it."""
+        return self._trio_token if self._running else None
 
     def shutdown(self) -> None:
         """Ask for a graceful stop. Safe from a handler, a task, a thread or a signal handler.
@@ -222,9 +252,11 @@ class App(MutableMapping[str, Any]):
                     log.error("startup hook %s failed: %r; the app does not start", name, exc)
                     raise StartupError(f"startup hook {name} failed: {exc!r}") from exc
             started_error: StartupError | None = None
-            async with trio.open_nursery() as nursery:
+            # Process pools outlive the nursery: handlers in their grace period need them.
+            async with self.pools.open(), trio.open_nursery() as nursery:
                 if install_signal_handlers:
                     nursery.start_soon(watch_signals, self, nursery.cancel_scope)
+                nursery.start_soon(self.watchdog.run)  # docs/logging.md, "A blocked event loop"
                 # Each backend's run() returns once stop() has drained it, so leaving this
                 # inner nursery means every backend has stopped.
                 async with trio.open_nursery() as backends:
@@ -321,7 +353,7 @@ class App(MutableMapping[str, Any]):
 
     def health(self) -> dict[str, Health]:
         """Each running backend's health, by name (``GET /health`` shows it)."""
-        return {b.name: b.health() for b in self._started}
+        return {b.name: b.health() for b in self._started} | self.watchdog.health()
 
     @property
     def shutting_down(self) -> bool:
@@ -332,6 +364,7 @@ class App(MutableMapping[str, Any]):
     async def _run_backend(
         self, backend: Backend, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        bind(app=self.name)  # the log context of the backend's task and of its tasks
         done = trio.Event()
         self._backend_done[id(backend)] = (backend, done)
         try:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
+from collections.abc import Sequence
+
+from .amqp import default_url
 
 FLUSH_INTERVAL_ENV = "TRIOWORKER_FLUSH_INTERVAL"
 PREFETCH_ENV = "TRIOWORKER_PREFETCH"
@@ -45,6 +50,51 @@ def grace_period() -> float:
     return _float(GRACE_PERIOD_ENV, DEFAULT_GRACE_PERIOD)
 
 
+BLOCKED_LOOP_THRESHOLD_ENV = "TRIOWORKER_BLOCKED_LOOP_THRESHOLD"
+SLOW_HANDLER_THRESHOLD_ENV = "TRIOWORKER_SLOW_HANDLER_THRESHOLD"
+DEFAULT_BLOCKED_LOOP_THRESHOLD = 1.0
+DEFAULT_SLOW_HANDLER_THRESHOLD = 60.0
+
+
+def _threshold(name: str, argument: float | None, default: float, what: str) -> float | None:
+    """Seconds: ``argument`` if given, else ``$name``, else ``default``; 0 (or infinity)
+    turns the check off, which is returned as None."""
+    if argument is None:
+        value = _float(name, default)
+        source = f"${name}"
+    elif isinstance(argument, bool) or not isinstance(argument, int | float):
+        raise TypeError(f"{what} must be a number of seconds (0: off), got {argument!r}")
+    else:
+        value = float(argument)
+        source = what
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{source} must be a number of seconds >= 0 (0: off), got {value!r}")
+    return None if value == 0 or math.isinf(value) else value
+
+
+def blocked_loop_threshold(argument: float | None = None) -> float | None:
+    """``App(blocked_loop_threshold=)``, else ``$TRIOWORKER_BLOCKED_LOOP_THRESHOLD``, else
+    1 s: how long the event loop may be blocked before the watchdog warns. None: off."""
+    return _threshold(
+        BLOCKED_LOOP_THRESHOLD_ENV,
+        argument,
+        DEFAULT_BLOCKED_LOOP_THRESHOLD,
+        "blocked_loop_threshold",
+    )
+
+
+def slow_handler_threshold(argument: float | None = None) -> float | None:
+    """``App(slow_handler_threshold=)``, else ``$TRIOWORKER_SLOW_HANDLER_THRESHOLD``, else
+    60 s: how long a handler call of a route without ``timeout`` may run before ``/health``
+    says degraded. None: off."""
+    return _threshold(
+        SLOW_HANDLER_THRESHOLD_ENV,
+        argument,
+        DEFAULT_SLOW_HANDLER_THRESHOLD,
+        "slow_handler_threshold",
+    )
+
+
 def http_host() -> str:
     """``$TRIOWORKER_HTTP_HOST``, default 127.0.0.1 (not reachable from outside unless asked)."""
     return os.environ.get(HTTP_HOST_ENV) or DEFAULT_HTTP_HOST
@@ -66,3 +116,44 @@ def http_port() -> int | None:
     if not 0 <= value <= 65535:
         raise ValueError(f"${HTTP_PORT_ENV} must be between 0 and 65535, got {raw!r}")
     return value
+
+
+# ------------------------------------------------------------------ the broker's URLs
+
+AMQP_URL_ENV = "TRIOWORKER_AMQP_URL"  # the name trioworker.amqp.connect() reads too
+AMQP_SHUFFLE_ENV = "TRIOWORKER_AMQP_SHUFFLE"
+
+#: Between two URLs of a list: a comma, where the next URL begins.
+_URL_SEPARATOR = re.compile(r"\s*,\s*(?=amqps?://)", re.IGNORECASE)
+
+
+def split_urls(text: str) -> list[str]:
+    """``"url1,url2,url3"`` → the URLs of one cluster's nodes.
+
+    Cut only at a comma followed by ``amqp://`` or ``amqps://``: a password holding a comma
+    is never cut in two (a piece of it would then be quoted in the error about a bad URL).
+    """
+    return [part for part in _URL_SEPARATOR.split(text.strip().strip(",").strip()) if part]
+
+
+def amqp_urls(argument: str | Sequence[str] | None) -> tuple[list[str], str]:
+    """The default connection's URLs — ``App(amqp_url=)`` (a URL, comma-separated URLs or
+    a list), else ``$TRIOWORKER_AMQP_URL`` (comma-separated), else the local broker — and
+    where they came from, for errors."""
+    if isinstance(argument, str) and argument.strip():
+        return split_urls(argument), "amqp_url"
+    if argument is not None and not isinstance(argument, str):
+        return list(argument), "amqp_url"
+    from_env = bool(os.environ.get(AMQP_URL_ENV))
+    return split_urls(default_url()), f"${AMQP_URL_ENV}" if from_env else "the default URL"
+
+
+def amqp_shuffle() -> bool:
+    """``$TRIOWORKER_AMQP_SHUFFLE``: try the nodes in a random order (1/0, true/false,
+    yes/no, on/off); default off (in the order given)."""
+    raw = os.environ.get(AMQP_SHUFFLE_ENV, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"${AMQP_SHUFFLE_ENV} must be 1 or 0 (true/false, yes/no), got {raw!r}")

@@ -55,14 +55,24 @@ class PrivateNode:
 
     ``config`` is appended to the node's ``rabbitmq.conf`` (new-style ``key = value``
     lines); ``advanced`` is the body of ``advanced.config`` (an Erlang term list, e.g.
-    ``"[{rabbit, [{channel_tick_interval, 500}]}]."``).
+    ``"[{rabbit, [{channel_tick_interval, 500}]}]."``). ``home`` is where ``HOME`` points
+    (the Erlang cookie is ``home/.erlang.cookie``): nodes of one cluster share it; by
+    default each node has its own, in its directory.
     """
 
-    def __init__(self, tag: str = "private", *, config: str = "", advanced: str = "") -> None:
+    def __init__(
+        self,
+        tag: str = "private",
+        *,
+        config: str = "",
+        advanced: str = "",
+        home: Path | None = None,
+    ) -> None:
         self.nodename = f"tw-{tag}-{os.getpid()}@localhost"
         self.port = free_port()
         self.dist_port = free_port()
         self.base = Path(tempfile.mkdtemp(prefix=f"tw-rabbit-{tag}-"))
+        self.home = home or self.base
         (self.base / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
             "loopback_users = none\n"
@@ -83,7 +93,7 @@ class PrivateNode:
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
-            HOME=str(self.base),  # a private Erlang cookie
+            HOME=str(self.home),  # the Erlang cookie: the node's own, or its cluster's
             RABBITMQ_NODENAME=self.nodename,
             RABBITMQ_NODE_PORT=str(self.port),
             RABBITMQ_DIST_PORT=str(self.dist_port),
@@ -100,11 +110,24 @@ class PrivateNode:
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self) -> None:
-        """Start the node detached and wait until it has booted."""
+    @property
+    def running(self) -> bool:
+        """True from :meth:`start` until the node's process ended (stopped or killed)."""
+        return self.started and self._process.poll() is None
+
+    def start(self, *, wait: bool = True) -> None:
+        """Start the node and (unless ``wait=False``: call :meth:`wait_started`) wait until
+        it has booted. A node that was killed starts again on its data: a cluster member
+        rejoins its cluster."""
+        self.launch()
+        if wait:
+            self.wait_started()
+
+    def launch(self) -> None:
+        """Start the node's process without waiting for it to boot."""
         # In the foreground of a process of our own (``-detached`` loses the node's early
         # errors): its output goes to ``server.out`` in the node's directory.
-        with open(self.base / "server.out", "wb") as out:
+        with open(self.base / "server.out", "ab") as out:
             self._process = subprocess.Popen(
                 [str(RABBITMQ_BIN / "rabbitmq-server")],
                 env=self.env(),
@@ -114,6 +137,9 @@ class PrivateNode:
                 start_new_session=True,
             )
         self.started = True
+
+    def wait_started(self) -> None:
+        """Wait until the launched node has booted (raise, with its output, if it did not)."""
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
@@ -131,15 +157,26 @@ class PrivateNode:
     def stop(self) -> None:
         """Stop the node (killing it if it does not stop) and remove its directory."""
         if self.started:
-            try:
-                self.ctl("stop", timeout=CTL_TIMEOUT)
-                self._process.wait(timeout=CTL_TIMEOUT)
-            except (subprocess.SubprocessError, OSError):
-                self._kill()
+            if self.running:
+                try:
+                    self.ctl("stop", timeout=CTL_TIMEOUT)
+                    self._process.wait(timeout=CTL_TIMEOUT)
+                except (subprocess.SubprocessError, OSError):
+                    pass
+            self._kill()  # what did not stop, and any helper left in its process group
             self.started = False
         shutil.rmtree(self.base, ignore_errors=True)
 
+    def kill(self) -> None:
+        """``kill -9`` the node (its own process group only), keeping its data: a crash.
+        :meth:`start` brings it back."""
+        if self.started:
+            self._kill()
+
     def _kill(self) -> None:
+        # The node runs in a session of its own (start_new_session): its process group is
+        # the beam and its helpers (erl_child_setup, inet_gethost, the disk monitor), and
+        # nothing else. epmd daemonizes itself out of it, so other nodes keep their names.
         with contextlib.suppress(OSError):
             os.killpg(self._process.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.SubprocessError):

@@ -43,6 +43,7 @@ from ._rpc import (
     open_rpc_client,
     rpc_client,
 )
+from ._transports import Opener, register_transport, unregister_transport
 from ._url import ConnectionParameters, URLError, default_url, parse_url, redact_url
 from .protocol import (
     AMQPError,
@@ -79,6 +80,7 @@ __all__ = [
     "NoRouteError",
     "NotAMQPServerError",
     "NotFoundError",
+    "Opener",
     "PreconditionFailedError",
     "PropertyDecodeError",
     "ProtocolError",
@@ -100,5 +102,7 @@ __all__ = [
     "open_rpc_client",
     "parse_url",
     "redact_url",
+    "register_transport",
     "rpc_client",
+    "unregister_transport",
 ]

@@ -31,6 +31,7 @@ from ._errors import (
     TLSVerificationError,
     VirtualHostError,
 )
+from ._transports import transport_opener
 from ._url import ConnectionParameters, default_url, parse_url
 from .protocol import AMQPConnection, ConnectionClosed, ConnectionOpened, RemoteProtocolError
 
@@ -60,6 +61,16 @@ def default_client_properties(connection_name: str | None = None) -> dict[str, A
 async def _open_stream(
     params: ConnectionParameters, ssl_context: ssl.SSLContext | None
 ) -> trio.abc.Stream:
+    if params.transport != "tcp":
+        # An in-process broker (memory://): its opener hands over the stream; no TLS there.
+        opener = transport_opener(params.transport)
+        if opener is None:
+            raise ConnectError(
+                f"cannot connect to {params.safe_url()}: nothing serves {params.transport}:// "
+                "URLs in this process (import trioworker.testing and run a MemoryBroker, or "
+                "let the app start its in-memory broker)"
+            )
+        return await opener(params)
     try:
         stream: trio.abc.Stream = await trio.open_tcp_stream(params.host, params.port)
     except OSError as exc:

@@ -14,6 +14,12 @@
 
 No error message, log line or repr ever shows the password: an invalid URL is quoted with
 its password replaced by ``***`` (:func:`redact_url`), however broken the URL is.
+
+``memory://name/vhost`` reaches an in-process broker registered under ``name`` (an empty
+name is a broker's default name) through the transport registered for the scheme (see
+:mod:`._transports`; :mod:`trioworker.testing` registers it). Credentials are optional
+(guest/guest), a port is meaningless and refused; the query options are those of
+``amqp://``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from .protocol import LocalProtocolError
 
@@ -30,6 +36,9 @@ URL_ENV_VAR = "TRIOWORKER_AMQP_URL"
 
 #: RabbitMQ's default ``max_message_size``: the largest body a connection accepts.
 DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
+
+#: Schemes of in-process transports: no host or port, a broker *name* instead.
+IN_PROCESS_SCHEMES = ("memory",)
 
 _INT_OPTIONS = ("heartbeat", "frame_max", "channel_max", "max_message_size")
 _KNOWN_OPTIONS = {*_INT_OPTIONS, "connection_name", "connection_timeout"}
@@ -55,11 +64,19 @@ class ConnectionParameters:
     connection_name: str | None = None
     connection_timeout: float = 10.0
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    #: ``"tcp"`` for ``amqp://`` and ``amqps://`` (see ``tls``), else the in-process scheme
+    #: that reaches the broker (``"memory"``: ``host`` is then the broker's name; see
+    #: :mod:`._transports`).
+    transport: str = "tcp"
 
     def safe_url(self) -> str:
         """The URL without the password, for logs and error messages."""
-        scheme = "amqps" if self.tls else "amqp"
+        if self.transport != "tcp":
+            vhost = quote(self.virtual_host, safe="")
+            user = "" if self.username == "guest" else f"{quote(self.username, safe='')}@"
+            return f"{self.transport}://{user}{quote(self.host, safe='')}/{vhost}"
         vhost = "%2F" if self.virtual_host == "/" else self.virtual_host
+        scheme = "amqps" if self.tls else "amqp"
         return f"{scheme}://{self.username}@{self.host}:{self.port}/{vhost}"
 
 
@@ -150,8 +167,9 @@ def _parse(url: str) -> ConnectionParameters:
         detail = _parser_detail(exc, url)
     if detail is not None:
         raise URLError(f"invalid AMQP URL {safe!r}: {detail}")
-    if parts.scheme not in ("amqp", "amqps"):
-        raise URLError(f"AMQP URL must start with amqp:// or amqps://, got {safe!r}")
+    in_process = parts.scheme in IN_PROCESS_SCHEMES
+    if parts.scheme not in ("amqp", "amqps") and not in_process:
+        raise URLError(f"AMQP URL must start with amqp://, amqps:// or memory://, got {safe!r}")
     tls = parts.scheme == "amqps"
     path = parts.path
     if path.startswith("/"):
@@ -159,9 +177,18 @@ def _parse(url: str) -> ConnectionParameters:
     if "/" in path:
         raise URLError(f"the vhost in {safe!r} must be percent-encoded (use %2F for '/')")
     vhost = unquote(path) if path else "/"
+    if in_process:
+        # The broker's name as written: ``hostname`` would lower-case it.
+        name = parts.netloc.rpartition("@")[2]
+        if ":" in name or port_value is not None:
+            raise URLError(f"{parts.scheme}:// URLs name a broker and take no port: {safe!r}")
+        host, port = unquote(name), 0
+    else:
+        host, port = hostname or "127.0.0.1", port_value or (5671 if tls else 5672)
     kwargs: dict[str, object] = {
-        "host": hostname or "127.0.0.1",
-        "port": port_value or (5671 if tls else 5672),
+        "transport": parts.scheme if in_process else "tcp",
+        "host": host,
+        "port": port,
         "username": unquote(parts.username) if parts.username is not None else "guest",
         "password": unquote(parts.password) if parts.password is not None else "guest",
         "virtual_host": vhost,

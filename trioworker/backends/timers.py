@@ -18,6 +18,7 @@ ticking at once and still give running handlers ``app.grace_period`` to finish.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import logging
 import math
@@ -26,12 +27,14 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..pipeline._backend import Health
+from .._log_context import bind
+from ..pipeline._backend import Health, slow_call
 from ..pipeline._batcher import HandlerTimeout
 from ..pipeline._handlers import Handler, adapt, handler_name
 
 if TYPE_CHECKING:
     from ..pipeline import AppServices
+    from ..pipeline._pools import Pool
 
 __all__ = ["STUCK_MARGIN", "Timer", "TimerBackend"]
 
@@ -57,6 +60,8 @@ class Timer:
     max_concurrency: int
     timeout: float | None
     name: str
+    #: The named pool the handler runs in (``app.pool()``), if any: docs/pools.md.
+    pool: str | None = None
 
     #: Runs started.
     runs: int = 0
@@ -79,6 +84,8 @@ class Timer:
     _started_at: dict[int, float] = dataclasses.field(default_factory=dict, repr=False)
     #: Whether a skipped tick was logged at info since the last run started.
     _skip_logged: bool = dataclasses.field(default=False, repr=False)
+    #: The pool named by ``pool``, resolved at registration.
+    _runner: Pool | None = dataclasses.field(default=None, repr=False)
 
 
 def _check_seconds(value: object, what: str) -> float:
@@ -119,11 +126,14 @@ class TimerBackend:
         max_concurrency: int = 1,
         timeout: float | None = None,
         name: str | None = None,
+        pool: str | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register ``handler(app)`` to run every ``seconds``; see docs/timers.md.
 
-        Bad arguments raise here, at registration, not when the app starts. The handler is
-        returned unchanged.
+        ``pool=`` runs a plain ``def`` handler in that named pool. In a *process* pool it
+        is called without arguments, ``handler()``: the app cannot travel to a worker
+        process (docs/pools.md). Bad arguments raise here, at registration, not when the
+        app starts. The handler is returned unchanged.
         """
         period = _check_seconds(seconds, "seconds")
         limit = None if timeout is None else _check_seconds(timeout, "timeout")
@@ -148,6 +158,8 @@ class TimerBackend:
                 max_concurrency=max_concurrency,
                 timeout=limit,
                 name=timer_name,
+                pool=pool,
+                _runner=None if pool is None else self._pool_for(handler, pool, timer_name),
             )
             self.timers.append(timer)
             if self._ticks is not None:
@@ -157,6 +169,23 @@ class TimerBackend:
             return handler
 
         return register
+
+    def _pool_for(self, handler: Handler, name: str, timer_name: str) -> Pool:
+        pool = self.app.pools.get(name)
+        what = f"timer {timer_name!r}"
+        pool.check_handler(handler, what)
+        if pool.kind == "process":
+            try:
+                inspect.signature(handler).bind()
+            except TypeError:
+                raise TypeError(
+                    f"{what}: in process pool {name!r} the handler is called without "
+                    "arguments (the app cannot travel to a worker process): define it as "
+                    "`def handler() -> None`"
+                ) from None
+            except ValueError:
+                pass  # no signature to read (a builtin): the call will tell
+        return pool
 
     def get(self, name: str) -> Timer | None:
         """The timer called ``name``, or None."""
@@ -173,24 +202,33 @@ class TimerBackend:
         return bool(self.timers)
 
     def health(self) -> Health:
-        """Healthy unless a run is still going :data:`STUCK_MARGIN` s past its timeout.
+        """Healthy unless a run is still going :data:`STUCK_MARGIN` s past its timeout;
+        degraded while a run goes past its timeout or, without one, past the app's
+        ``slow_handler_threshold``.
 
         A timer without a timeout is never unhealthy: a long run only skips ticks, which
-        the ``skipped`` counter shows.
+        the ``skipped`` counter shows (and, past the threshold, ``/health`` as degraded).
         """
         now = trio.current_time()
+        threshold = self.app.slow_handler_threshold
         problems: list[str] = []
+        slow: list[str] = []
         for timer in self.timers:
-            if timer.timeout is None:
+            if not timer._started_at:
                 continue
-            for started in timer._started_at.values():
-                age = now - started
-                if age > timer.timeout + STUCK_MARGIN:
-                    problems.append(
-                        f"timer {timer.name!r}: a run is stuck for {age:.1f} s "
-                        f"(timeout {timer.timeout:g} s)"
-                    )
-        return Health(not problems, "; ".join(problems))
+            age = now - min(timer._started_at.values())  # the oldest run
+            if timer.timeout is not None and age > timer.timeout + STUCK_MARGIN:
+                problems.append(
+                    f"timer {timer.name!r}: a run is stuck for {age:.1f} s "
+                    f"(timeout {timer.timeout:g} s)"
+                )
+            elif note := slow_call(timer.name, age, timer.timeout, threshold):
+                slow.append(note)
+        return Health(not problems, "; ".join(problems + slow), degraded=bool(slow))
+
+    def handlers(self) -> list[tuple[str, Handler]]:
+        """``(timer name, handler)`` of every timer, for the blocked-loop watchdog."""
+        return [(timer.name, timer.handler) for timer in self.timers]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Tick every timer until :meth:`stop`; then drain the running handlers.
@@ -241,6 +279,7 @@ class TimerBackend:
             runs.cancel_scope.cancel()
 
     async def _tick_loop(self, timer: Timer) -> None:
+        bind(app=self.app.name, route=timer.name)  # log context of the loop and its runs
         period = timer.seconds
         start = trio.current_time()
         k = 0 if timer.run_at_startup else 1
@@ -289,10 +328,12 @@ class TimerBackend:
         self._runs.start_soon(self._run_once, timer, run_id, name=f"timer {timer.name}")
 
     async def _run_once(self, timer: Timer, run_id: int) -> None:
-        call = adapt(timer.handler, timeout=timer.timeout)
+        runner = timer._runner
+        call = adapt(timer.handler, timeout=timer.timeout, pool=runner)
+        args = () if runner is not None and runner.kind == "process" else (self.app,)
         started = timer._started_at[run_id]
         try:
-            await call(self.app)
+            await call(*args)
         except HandlerTimeout:
             timer.failures += 1
             timer.timeouts += 1

@@ -9,7 +9,10 @@ is one ``dictConfig`` away without the CLI (docs/logging.md).
 Context travels the stdlib way: ``log.info("...", extra={"route": "orders"})`` puts
 ``route`` on the record, and both formatters show every such field — they do not need to
 know the names in advance (app, route, queue, delivery_tag, message_id, correlation_id,
-connection, worker, pid, ...).
+connection, worker, pid, ...). The library binds ``app``, ``route``, ``queue`` and
+``connection`` where its tasks begin (``trioworker/_log_context.py``);
+:class:`LogContextFilter`, on the handler :func:`configure_logging` installs, copies them
+onto each record, so a handler's own lines carry them too.
 """
 
 from __future__ import annotations
@@ -20,7 +23,16 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
-__all__ = ["LOG_FORMATS", "LOG_LEVELS", "JSONFormatter", "TextFormatter", "configure_logging"]
+from .._log_context import LogContextFilter
+
+__all__ = [
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "JSONFormatter",
+    "LogContextFilter",
+    "TextFormatter",
+    "configure_logging",
+]
 
 LOG_FORMATS: Final = ("text", "json")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
@@ -102,7 +114,9 @@ def configure_logging(
 
     Replaces the root logger's handlers (``force``), so calling it twice is harmless, and
     routes :mod:`warnings` through logging so they come out in the same format (a bare
-    ``UserWarning`` line would break a JSON log stream).
+    ``UserWarning`` line would break a JSON log stream). The handler gets a
+    :class:`LogContextFilter`: each line carries the app, route, queue and connection it is
+    about.
     """
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
@@ -110,5 +124,6 @@ def configure_logging(
         raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(LogContextFilter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     logging.captureWarnings(True)

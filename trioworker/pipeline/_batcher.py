@@ -113,8 +113,14 @@ class Batcher(Generic[T]):
         self._idle.set()
         # Calls running in *this* batcher (``stats.running`` may be shared with others).
         self._running = 0
+        # id(bulk) -> time.perf_counter() its handler call began, for the calls running:
+        # what :meth:`longest_running_call` (and so ``/health``) reads.
+        self._call_starts: dict[int, float] = {}
         # No bulk starts before this time (trio clock; 0: no pause) — see :meth:`pause`.
         self._resume_at = 0.0
+        # A bulk is filling up (in ``_fill``), and :meth:`flush` asked to hand it over now.
+        self._filling = False
+        self._flush_now = False
         self.stats = BatcherStats() if stats is None else stats
 
     @property
@@ -128,9 +134,32 @@ class Batcher(Generic[T]):
         return len(self._items) + len(self._forming)
 
     @property
+    def running(self) -> int:
+        """Handler calls running in this batcher now."""
+        return self._running
+
+    @property
+    def idle(self) -> bool:
+        """True when no item waits for a handler and no handler call runs (what a test's
+        ``drain()`` waits for, see ``trioworker.testing``)."""
+        return not (self._items or self._forming or self._running)
+
+    @property
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
         return self._closed
+
+    def flush(self) -> None:
+        """Hand the bulk filling up to the handler now, as if its ``flush_interval`` had
+        run out (it counts as flushed by time). A no-op when no bulk is filling up.
+
+        For a caller that knows no more items can come before the flush would happen: a
+        test's ``drain()`` on the in-memory broker, which would otherwise wait the whole
+        interval (60 s by default) in real time for nothing.
+        """
+        if self._filling:
+            self._flush_now = True
+            self._lot.unpark_all()
 
     def put(self, item: T) -> None:
         """Add an item (never blocks: the source bounds how many are in flight).
@@ -186,6 +215,16 @@ class Batcher(Generic[T]):
             with trio.move_on_at(resume_at):
                 await self._lot.park()  # woken by put() and close(): look again
         self._resume_at = 0.0
+
+    def longest_running_call(self) -> float | None:
+        """Seconds the oldest handler call still running has run; None when none runs.
+
+        Calls start in order, so the first one recorded is the oldest; ``/health`` reads
+        this to report a route whose call runs too long (``Health.degraded``).
+        """
+        for started in self._call_starts.values():
+            return time.perf_counter() - started
+        return None
 
     async def wait_idle(self) -> None:
         """Wait until no handler call is running."""
@@ -253,11 +292,15 @@ class Batcher(Generic[T]):
     async def _fill(self, bulk: list[T], size: int) -> bool:
         """Wait for more items until the bulk is full; return True if time ran out first."""
         deadline = trio.current_time() + self.flush_interval
-        with trio.move_on_at(deadline) as scope:
-            while len(bulk) < size and not self._closed:
-                await self._lot.park()
-                self._take(bulk, size)
-        return scope.cancelled_caught
+        self._filling = True
+        try:
+            with trio.move_on_at(deadline) as scope:
+                while len(bulk) < size and not self._closed and not self._flush_now:
+                    await self._lot.park()
+                    self._take(bulk, size)
+        finally:
+            flushed, self._filling, self._flush_now = self._flush_now, False, False
+        return scope.cancelled_caught or flushed
 
     async def _call_and_release(self, bulk: list[T]) -> None:
         try:
@@ -273,7 +316,7 @@ class Batcher(Generic[T]):
             self._idle = trio.Event()
         error: BaseException | None = None
         outcome = "cancelled"
-        started = time.perf_counter()
+        started = self._call_starts[id(bulk)] = time.perf_counter()
         try:
             try:
                 await self.handler(bulk)
@@ -288,6 +331,7 @@ class Batcher(Generic[T]):
             raise
         finally:
             stats.durations[outcome].observe(time.perf_counter() - started)
+            del self._call_starts[id(bulk)]
             stats.running -= 1
             self._running -= 1
             if self._running == 0:

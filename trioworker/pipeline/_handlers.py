@@ -1,11 +1,11 @@
-"""Adapting user handlers: sync or async, with an optional timeout."""
+"""Adapting user handlers: sync or async, in a named pool or not, with an optional timeout."""
 
 from __future__ import annotations
 
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -14,6 +14,12 @@ from ._batcher import HandlerTimeout
 __all__ = ["Handler", "adapt", "handler_name"]
 
 Handler = Callable[..., Any]
+
+
+class Runner(Protocol):
+    """Where a sync handler runs when a route names a pool (a ``Pool``, ``_pools.py``)."""
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any: ...
 
 
 def is_async(handler: Handler) -> bool:
@@ -26,15 +32,25 @@ def is_async(handler: Handler) -> bool:
     )
 
 
-def adapt(handler: Handler, *, timeout: float | None = None) -> Callable[..., Awaitable[Any]]:
+def adapt(
+    handler: Handler, *, timeout: float | None = None, pool: Runner | None = None
+) -> Callable[..., Awaitable[Any]]:
     """Return an async callable running ``handler`` with the given ``timeout``.
 
     A plain ``def`` handler runs in a worker thread (``trio.to_thread.run_sync``) so it
-    cannot block the event loop — the connection's heartbeats and acks keep flowing. A
-    timed-out sync handler cannot be interrupted: its thread is abandoned (it runs to
-    completion in the background) and the bulk gets the ``on_exception`` action.
+    cannot block the event loop — the connection's heartbeats and acks keep flowing — or,
+    with ``pool``, in that pool (its threads or worker processes; the arguments must then
+    pickle, see docs/pools.md). A timed-out sync handler in a thread cannot be interrupted:
+    its thread is abandoned (it runs to completion in the background); one in a worker
+    process is killed with it. Either way the call raises :class:`HandlerTimeout`.
     """
-    if is_async(handler):
+    if pool is not None:
+        run = pool.run
+
+        async def call(*args: Any) -> Any:
+            return await run(handler, *args)
+
+    elif is_async(handler):
         call = handler
     else:
 

@@ -532,7 +532,7 @@ async def test_health_lists_every_backend(make_app: MakeApp, amqp_url: str) -> N
     assert r.headers["cache-control"] == "no-store"
     body = r.json()
     assert body["status"] == "ok"
-    assert body["backends"]["amqp"] == {"ok": True, "detail": ""}
+    assert body["backends"]["amqp"] == {"ok": True, "status": "ok", "detail": ""}
     assert body["backends"]["http"]["ok"] is True
 
 

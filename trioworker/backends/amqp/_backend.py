@@ -13,6 +13,7 @@ HTTP- or SSE-only app never dials it, and its ``/health`` knows nothing of it.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
@@ -25,6 +26,8 @@ from ...codecs import Codec, get_codec
 from ...pipeline._actions import Actions
 from ...pipeline._backend import AppServices, Health
 from ...pipeline._handlers import Handler, handler_name
+from ._failover import check_urls
+from ._health import amqp_health
 from ._metrics import amqp_families
 from ._registration import QueueArg, split_queues, vhost_url, warn_about
 from ._retry_policy import Retry
@@ -32,6 +35,7 @@ from ._retrying import ExhaustedHook, route_on_exception
 from ._routes import DEFAULT_CONNECTION, AMQPRoute
 from ._rpc_route import rpc_handler, typed_consume_handler
 from ._sending import Sending
+from ._snapshot import pooled_call
 from ._supervisor import Supervisor
 
 __all__ = ["AMQPBackend"]
@@ -45,15 +49,22 @@ class AMQPBackend(Sending):
     def __init__(
         self,
         app: AppServices,
-        url: str,
+        url: str | Sequence[str],
         prefetch: int,
         *,
         ssl_context: ssl.SSLContext | None = None,
+        shuffle: bool = False,
     ) -> None:
         self.app = app
-        self.url = url
+        #: The default connection's URLs: one, or the nodes of one cluster (docs/cluster.md).
+        self.urls = check_urls(url, what="amqp_url")
+        self.url = self.urls[0]
         self.prefetch = prefetch
-        self._connections: dict[str, str] = {DEFAULT_CONNECTION: url}
+        #: Whether connections try their nodes in a random order (``App(amqp_shuffle=)``).
+        self.shuffle = shuffle
+        self._connections: dict[str, tuple[str, ...]] = {DEFAULT_CONNECTION: self.urls}
+        self._redirected_from: dict[str, tuple[str, ...]] | None = None  # see redirect()
+        self._shuffles: dict[str, bool] = {DEFAULT_CONNECTION: shuffle}
         #: Per connection name: the TLS context its ``connect()`` gets (None: the default).
         self._ssl_contexts: dict[str, ssl.SSLContext | None] = {DEFAULT_CONNECTION: ssl_context}
         self._supervisors: dict[tuple[str, str | None], Supervisor] = {}
@@ -73,33 +84,50 @@ class AMQPBackend(Sending):
     # ------------------------------------------------------------ settings
 
     def add_connection(
-        self, name: str, url: str, *, ssl_context: ssl.SSLContext | None = None
+        self,
+        name: str,
+        url: str | Sequence[str],
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        shuffle: bool | None = None,
     ) -> None:
-        """Name another broker (or the same with other credentials) for routes to use;
-        ``ssl_context`` for its TLS (a private CA, a client certificate)."""
-        parse_url(url)  # fail now, not at startup
+        """Name another broker (or the same with other credentials) for routes to use:
+        one URL or the URLs of one cluster's nodes (``shuffle``: try them in a random
+        order; default: as the app's ``amqp_shuffle``); ``ssl_context`` for its TLS (a
+        private CA, a client certificate)."""
+        urls = check_urls(url, what=f"connection {name!r}")  # fail now, not at startup
+        shuffle = self.shuffle if shuffle is None else shuffle
         if name in self._connections and (
-            self._connections[name] != url or self._ssl_contexts.get(name) is not ssl_context
+            self._connections[name] != urls
+            or self._ssl_contexts.get(name) is not ssl_context
+            or self._shuffles.get(name) != shuffle
         ):
             raise ValueError(f"connection {name!r} is already defined")
-        self._connections[name] = url
+        self._connections[name] = urls
+        self._shuffles[name] = shuffle
         self._ssl_contexts[name] = ssl_context
 
-    def _url_for(self, connection: str, vhost: str | None) -> str:
+    def _url_for(self, connection: str, vhost: str | None) -> tuple[str, ...]:
+        """The URLs of ``connection`` (its nodes), on ``vhost`` if given."""
         try:
-            url = self._connections[connection]
+            urls = self._connections[connection]
         except KeyError:
             raise ValueError(
                 f"unknown AMQP connection {connection!r}; add it with "
                 f"app.amqp.add_connection({connection!r}, url)"
             ) from None
-        return vhost_url(url, vhost)
+        return tuple(vhost_url(url, vhost) for url in urls)
 
     def _supervisor(self, connection: str, vhost: str | None) -> Supervisor:
         key = (connection, vhost)
         sup = self._supervisors.get(key)
         if sup is None:
-            sup = Supervisor(self.app, key, self._url_for(connection, vhost))
+            sup = Supervisor(
+                self.app,
+                key,
+                self._url_for(connection, vhost),
+                shuffle=self._shuffles.get(connection, False),
+            )
             sup.ssl_context = self._ssl_contexts.get(connection)
             self._supervisors[key] = sup
             if self._nursery is not None:
@@ -149,12 +177,14 @@ class AMQPBackend(Sending):
         accept: Sequence[str | Codec] = (),
         retry: Retry | None = None,
         on_exhausted: ExhaustedHook | None = None,
+        pool: str | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register a handler for one or more queues; it receives ``list[Message]``.
 
         A handler whose parameter is annotated ``list[Model]`` (a dataclass or a pydantic
         model) receives the bodies decoded with ``codec`` (or the codec the message's
         ``content_type``/``content_encoding`` name) and validated; see docs/rpc.md.
+        ``pool=``: a named thread or process pool (docs/pools.md).
         See docs/amqp.md for every option. The handler is returned unchanged, so it can
         still be called directly in tests.
         """
@@ -171,8 +201,9 @@ class AMQPBackend(Sending):
         self._url_for(connection, vhost)  # unknown connection: fail at registration
 
         def register(handler: Handler) -> Handler:
+            call = pooled_call(self, pool, handler, name, codec, accept)  # docs/pools.md
             route = AMQPRoute(
-                handler=typed_consume_handler(handler, codec, accept) or handler,
+                handler=typed_consume_handler(handler, codec, accept, call=call) or call or handler,
                 queues=queue_list,
                 bulk_size=bulk_size,
                 flush_interval=(
@@ -215,6 +246,7 @@ class AMQPBackend(Sending):
         connection: str = DEFAULT_CONNECTION,
         vhost: str | None = None,
         name: str | None = None,
+        pool: str | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register an RPC handler: it receives the request ``Message`` (or, annotated
         with a dataclass/pydantic model, the validated body) and returns the reply value.
@@ -233,6 +265,7 @@ class AMQPBackend(Sending):
             raise ValueError("timeout must be positive")
 
         def register(handler: Handler) -> Handler:
+            call = pooled_call(self, pool, handler, name, codec, accept)  # docs/pools.md
             # Replies go out on the publishing connection, opened with the routes.
             publisher = self._supervisor(connection, vhost).publisher
             route = AMQPRoute(
@@ -243,6 +276,7 @@ class AMQPBackend(Sending):
                     publisher=publisher,
                     concurrency=concurrency,
                     accept=accept,
+                    call=call,
                 ),
                 queues=(queue,),
                 bulk_size=concurrency,  # a bulk: the requests waiting (flush interval 0)
@@ -303,9 +337,13 @@ class AMQPBackend(Sending):
         return amqp_families(self._supervisors.values())
 
     def health(self) -> Health:
-        """Healthy when every connection is open and every route consumes all its queues."""
-        problems = [p for sup in self._supervisors.values() for p in sup.problems()]
-        return Health(not problems, "; ".join(problems))
+        """Healthy when every connection is open and every route consumes all its queues;
+        degraded while a handler call runs too long (see ``_health.py``)."""
+        return amqp_health(self._supervisors.values(), self.app.slow_handler_threshold)
+
+    def handlers(self) -> list[tuple[str, Handler]]:
+        """``(route name, handler)`` of every route, for the blocked-loop watchdog."""
+        return [(route.name, route.handler) for route in self.routes]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run every connection until :meth:`stop` has drained them all."""
@@ -315,7 +353,16 @@ class AMQPBackend(Sending):
                 return
             if self.app.shutting_down:  # started on demand by a draining handler: no routes
                 self._consuming_stopped = True
-            async with trio.open_nursery() as nursery:
+            urls = [u for urls in self._connections.values() for u in urls]
+            urls += [u for key in self._supervisors for u in self._url_for(*key)]
+            brokers: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
+            if any(url.startswith("memory:") for url in urls):
+                # memory:// with no broker of that name running: the app runs its own
+                # (docs/memory-broker.md). Imported here: other apps never load it.
+                from ...testing._broker import serve_memory_urls
+
+                brokers = serve_memory_urls(urls)
+            async with brokers, trio.open_nursery() as nursery:
                 for sup in self._supervisors.values():
                     sup.reset()
                     self._follow_stop(sup)
@@ -362,3 +409,26 @@ class AMQPBackend(Sending):
         self._stop_requested.set()
         for sup in self._supervisors.values():
             sup.stop()
+
+    def redirect(self, url: str | None) -> None:
+        """Point every connection of the app at the broker of ``url``, each keeping its
+        vhost (the URLs configured before, a cluster's nodes too, are replaced);
+        ``redirect(None)`` puts the configured URLs back.
+
+        What ``TestClient`` uses to run an app against its own broker (and to leave the
+        app as it found it). Only before the app runs: :class:`RuntimeError` while it runs.
+        """
+        if self._nursery is not None:
+            raise RuntimeError("app.amqp.redirect() cannot move the connections of a running app")
+        if url is None:
+            self._connections.update(self._redirected_from or {})
+            self._redirected_from = None
+        else:
+            check_urls(url, what="redirect()")
+            self._redirected_from = self._redirected_from or dict(self._connections)
+            for name, urls in list(self._connections.items()):
+                self._connections[name] = (vhost_url(url, parse_url(urls[0]).virtual_host),)
+        self.urls = self._connections[DEFAULT_CONNECTION]
+        self.url = self.urls[0]
+        for key, sup in self._supervisors.items():
+            sup.use_urls(self._url_for(*key))

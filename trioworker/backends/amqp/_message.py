@@ -9,6 +9,7 @@ from ...amqp import AMQPError
 from ...codecs import CodecError
 from ...pipeline._actions import Actions
 from ._decoding import DEFAULT_DECODING, Decoding
+from ._log_fields import message_fields
 
 if TYPE_CHECKING:
     from ...amqp import BasicProperties, Channel, Delivery
@@ -102,6 +103,7 @@ class Message:
                     self.delivery_tag,
                     self.queue,
                     exc,
+                    extra=message_fields(self),
                 )
                 raise InvalidMessageBody(
                     f"body of message {self.delivery_tag} from {self.queue!r} does not "

@@ -115,6 +115,12 @@ def amqp_families(supervisors: Iterable[Supervisor]) -> Iterator[Metric]:
         "1 while the broker blocks the publishing connection (a memory or disk alarm).",
         labels=["connection"],
     )
+    on_node = GaugeMetricFamily(
+        "trioworker_amqp_connected_node",
+        "1 for the node (host:port) the connection is open to, 0 for its other nodes "
+        "(a cluster's URLs); all 0 while it is down.",
+        labels=["connection", "node"],
+    )
 
     # Two routes may share a name on one connection (the default name is the handler's
     # qualified name); their numbers are added up so no series appears twice.
@@ -125,11 +131,16 @@ def amqp_families(supervisors: Iterable[Supervisor]) -> Iterator[Metric]:
         connection = sup.name
         reconnects.add_metric([connection], sup.reconnects)
         up.add_metric([connection], 1 if sup.up else 0)
+        for node in sup.nodes:
+            on_node.add_metric([connection, node], 1 if node == sup.node else 0)
         publishing = sup.publishing
         if publishing.publisher.wanted:  # the publishing connection, once opened
             reconnects.add_metric([f"{connection}:publish"], publishing.reconnects)
             up.add_metric([f"{connection}:publish"], 1 if publishing.up else 0)
             blocked.add_metric([f"{connection}:publish"], 1 if publishing.blocked else 0)
+            for node in sup.nodes:
+                current = publishing.node
+                on_node.add_metric([f"{connection}:publish", node], 1 if node == current else 0)
         for route in sup.routes:
             for queue, c in route.stats.queues.items():
                 counts = queue_counts.setdefault((route.name, queue, connection), [0] * 8)
@@ -175,3 +186,4 @@ def amqp_families(supervisors: Iterable[Supervisor]) -> Iterator[Metric]:
     yield reconnects
     yield up
     yield blocked
+    yield on_node

@@ -9,7 +9,10 @@ them only: the consumer connection keeps acknowledging.
 
 The connection opens on first use (a publish, a call, an RPC route's first reply — an app
 with RPC routes asks for it when it starts) and is then kept up like the consumer
-connection: reconnects with backoff and jitter, until the supervisor stops it.
+connection, on the same nodes in the same order: on a loss it fails over to the next node
+at once, with backoff and jitter between full rounds (:class:`~._failover.Failover`), until
+the supervisor stops it. Publishes the loss left unconfirmed are published again on the
+next connection (see :class:`~._publisher.Publisher`).
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
+from collections.abc import Sequence
 
 import trio
 
 from ...amqp import AMQPConnectionError, connect
-from ...pipeline._backoff import backoff_delay
+from ._failover import Failover
 from ._publisher import Publisher
 
 __all__ = ["PublishConnection"]
@@ -32,9 +36,11 @@ log = logging.getLogger("trioworker.amqp")
 class PublishConnection:
     """Keeps the publishing connection of one supervisor up once someone asked for it."""
 
-    def __init__(self, publisher: Publisher, name: str) -> None:
+    def __init__(self, publisher: Publisher, name: str, urls: Sequence[str]) -> None:
         self.publisher = publisher
         self.name = name
+        self._urls = tuple(urls)
+        self.failover = Failover(self._urls)
         #: Connections lost or refused so far, each followed by a reconnect attempt.
         self.reconnects = 0
         self._up = False
@@ -43,7 +49,18 @@ class PublishConnection:
     def reset(self) -> None:
         """Ready for another serve of the app."""
         self._stop = trio.Event()
+        self.failover = Failover(self._urls)
         self.publisher.reset()
+
+    def use_urls(self, urls: Sequence[str]) -> None:
+        """Connect to ``urls`` from now on (``AMQPBackend.redirect``, before a serve)."""
+        self._urls = tuple(urls)
+        self.failover = Failover(self._urls)
+
+    @property
+    def node(self) -> str | None:
+        """``host:port`` of the node the publishing connection is open to; None while down."""
+        return self.failover.label if self.up else None
 
     @property
     def up(self) -> bool:
@@ -75,15 +92,13 @@ class PublishConnection:
         """Close the connection (publishers still waiting then fail); returns at once."""
         self._stop.set()
 
-    async def run(
-        self, url: str, connection_name: str, ssl_context: ssl.SSLContext | None = None
-    ) -> None:
+    async def run(self, connection_name: str, ssl_context: ssl.SSLContext | None = None) -> None:
         """Wait until the publisher is wanted, then keep its connection up until stop()."""
         try:
             async with trio.open_nursery() as outer:
                 outer.start_soon(self._cancel_on_stop, outer.cancel_scope)
                 await self.publisher.wait_wanted()
-                await self._keep_up(url, connection_name, ssl_context)
+                await self._keep_up(connection_name, ssl_context)
                 outer.cancel_scope.cancel()
         finally:
             self.publisher.end()
@@ -95,17 +110,17 @@ class PublishConnection:
         if self.publisher.connection is None:
             scope.cancel()
 
-    async def _keep_up(
-        self, url: str, connection_name: str, ssl_context: ssl.SSLContext | None
-    ) -> None:
-        attempt = 0
+    async def _keep_up(self, connection_name: str, ssl_context: ssl.SSLContext | None) -> None:
+        failover = self.failover
         while not self._stop.is_set():
             try:
                 async with connect(
-                    url, ssl_context=ssl_context, connection_name=connection_name
+                    failover.url, ssl_context=ssl_context, connection_name=connection_name
                 ) as conn:
-                    attempt = 0
-                    log.info("AMQP publish connection %r open", self.name)
+                    failover.opened(trio.current_time())
+                    log.info(
+                        "AMQP publish connection %r open on node %s", self.name, failover.label
+                    )
                     async with trio.open_nursery() as nursery:
                         # The connection's own tasks (the RPC client's replies) live here.
                         self.publisher.attach(conn, nursery)
@@ -122,13 +137,14 @@ class PublishConnection:
                 if self._stop.is_set():
                     return
                 self.reconnects += 1
-                delay = backoff_delay(attempt)
-                attempt += 1
+                node = failover.label
+                delay = failover.failed(trio.current_time())
                 log.warning(
-                    "AMQP publish connection %r lost or refused (%s); reconnecting in %.2f s",
+                    "AMQP publish connection %r%s lost or refused (%s); %s",
                     self.name,
+                    f" to node {node}" if failover.several else "",
                     exc,
-                    delay,
+                    failover.next_step(delay),
                 )
                 with trio.move_on_at(trio.current_time() + delay):
                     await self._stop.wait()

@@ -9,7 +9,13 @@ connection that will never come.
 
 A publish the connection loss left unconfirmed is published again on the next connection
 (at least once: the broker may have taken the first copy too), within the caller's
-timeout; see docs/amqp.md "Publishing".
+timeout; see docs/amqp.md "Publishing". A nacked publish is published again too, on a
+fresh channel and with backoff, for up to :data:`NACK_RETRY_FOR` seconds: RabbitMQ nacks
+while a queue has no reachable leader, and a channel that first published to a quorum
+queue while its leader was being elected keeps nacking every publish to it long after
+(measured on 3.10: over a minute; a channel opened later is fine). So a nack retires the
+channel it came on. A queue still refusing after that (full, with
+``x-overflow=reject-publish``; its node down for good) gets the caller the nack.
 
 Publishing uses one channel per connection, in confirm mode, opened on first use; RPC calls
 share one :class:`~trioworker.amqp.RpcClient` (direct reply-to) per connection, also opened
@@ -18,8 +24,10 @@ on first use, whose reply reader runs in the connection's nursery.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import trio
 
@@ -30,11 +38,25 @@ from ...amqp import (
     Channel,
     Connection,
     ConnectionClosedError,
+    ConnectionLostError,
+    PublishNackedError,
     RpcClient,
     open_rpc_client,
 )
+from ...pipeline._backoff import backoff_delay
 
-__all__ = ["Body", "Publisher", "encode_body"]
+__all__ = ["Body", "ConnectionHelper", "HelperStart", "Publisher", "encode_body", "reply_lost"]
+
+#: Seconds a nacked publish is published again (with backoff) before the nack is raised.
+NACK_RETRY_FOR = 10.0
+#: Longest pause between two publishes of a nacked message.
+NACK_RETRY_CAP = 1.0
+#: Seconds a retired channel gets for its last confirms, and for its close.
+RETIRE_TIMEOUT = 30.0
+#: Routing keys of direct reply-to addresses (an RPC reply to ``app.amqp.call`` & co.).
+DIRECT_REPLY_PREFIX = "amq.rabbitmq.reply-to."
+#: Connection losses after which a reply to a direct reply-to address is given up.
+REPLY_LOSSES = 2
 
 #: What ``app.amqp.publish`` takes as a body.
 Body = bytes | str | dict[str, Any] | list[Any]
@@ -68,12 +90,16 @@ class Publisher:
         self._channel_lock = trio.Lock()
         self._rpc: RpcClient | None = None
         self._rpc_lock = trio.Lock()
+        #: Per connection: the helpers :meth:`helper` started on it, by key.
+        self._helpers: dict[str, ConnectionHelper] = {}
         #: Set by the first caller (or an app with RPC routes): the publishing connection
         #: opens only then; it stays wanted across serves of the app.
         self.wanted = False
         self._wanted = trio.Event()
         #: Publishes sent again on a new connection because the old one died unconfirmed.
         self.republished = 0
+        #: Publishes sent again because the broker nacked them (see NACK_RETRY_FOR).
+        self.renacked = 0
 
     @property
     def connection(self) -> Connection | None:
@@ -98,6 +124,7 @@ class Publisher:
         self._nursery = nursery
         self._channel = None
         self._rpc = None
+        self._helpers = {}
         self._attached.set()
 
     def detach(self) -> None:
@@ -106,6 +133,7 @@ class Publisher:
         self._nursery = None
         self._channel = None
         self._rpc = None
+        self._helpers = {}
         if self._attached.is_set():
             self._attached = trio.Event()
 
@@ -168,8 +196,14 @@ class Publisher:
 
         If the connection dies before the confirm came, the message is published again on
         the next connection (the caller's timeout bounds the wait): at least once, never
-        lost silently. A channel error (say, an unknown exchange) is the caller's.
+        lost silently — except a reply to a direct reply-to address, given up after
+        :data:`REPLY_LOSSES` connections died with it (its caller is gone). A nack is
+        retried for :data:`NACK_RETRY_FOR` seconds, then raised
+        (:class:`PublishNackedError`). A channel error (say, an unknown exchange) is the
+        caller's.
         """
+        first_nack: float | None = None
+        nacks = losses = 0
         while True:
             try:
                 channel = await self.channel()
@@ -186,10 +220,39 @@ class Publisher:
                     mandatory=mandatory,
                 )
                 return
+            except PublishNackedError:
+                now = trio.current_time()
+                first_nack = now if first_nack is None else first_nack
+                nacks += 1
+                if now - first_nack >= NACK_RETRY_FOR:
+                    raise PublishNackedError(
+                        f"the broker nacked the publish to {exchange!r}/{routing_key!r} "
+                        f"{nacks} times in {now - first_nack:.1f} s: the queue cannot take it "
+                        "(full, with x-overflow=reject-publish, or without a reachable "
+                        "leader); the broker did not take responsibility for it"
+                    ) from None
+                self.renacked += 1
+                self._retire(channel)
+                await trio.sleep(backoff_delay(nacks - 1, cap=NACK_RETRY_CAP))
             except AMQPConnectionError:
                 if self._ended:
                     raise  # the app stopped: no connection will come
+                losses += 1
+                if losses >= REPLY_LOSSES and _is_direct_reply(exchange, routing_key):
+                    # The caller is gone with its node: RabbitMQ (3.10) closes the
+                    # connection that publishes to a reply-to address on a dead node (541),
+                    # every time. Its reply is worth nothing now (the call failed at once).
+                    raise
                 self.republished += 1  # lost unconfirmed: again on the next connection
+
+    def _retire(self, channel: Channel) -> None:
+        """Publish on a new channel from now on; close ``channel`` once the publishes
+        still waiting on it have their verdict (in the connection's nursery)."""
+        if self._channel is not channel:
+            return  # retired already (every publish waiting on it was nacked too)
+        self._channel = None
+        if self._nursery is not None:
+            self._nursery.start_soon(_close_when_settled, channel)
 
     async def rpc_client(self) -> RpcClient:
         """The connection's RPC client (direct reply-to), started on first use."""
@@ -203,6 +266,58 @@ class Publisher:
                     client = await nursery.start(_serve_rpc_client, conn)
                     self._rpc = client
                 return client
+
+    async def helper(self, key: str, start: HelperStart) -> ConnectionHelper:
+        """A long-lived helper on the publishing connection, by ``key`` (``app.nameko``'s
+        reply consumer): started with ``await nursery.start(start, connection)`` in the
+        connection's nursery on first use, and again after a reconnect or once the helper
+        says ``is_closed``. A failure to start it is the caller's; once started, its task
+        must end quietly with its connection (an exception would end the connection)."""
+        while True:
+            conn, nursery = await self._connected()
+            async with self._rpc_lock:
+                if conn is not self._connection:
+                    continue
+                helper = self._helpers.get(key)
+                if helper is None or helper.is_closed:
+                    helper = await nursery.start(start, conn)
+                    self._helpers[key] = helper
+                return helper
+
+
+class ConnectionHelper(Protocol):
+    """What :meth:`Publisher.helper` keeps: an object that says when it is done."""
+
+    @property
+    def is_closed(self) -> bool: ...
+
+
+#: ``async def start(connection, *, task_status)``: run a helper, reporting it started.
+HelperStart = Callable[..., Awaitable[None]]
+
+
+def reply_lost(queue: str, client: RpcClient, error: AMQPConnectionError) -> ConnectionLostError:
+    """The error of a call whose connection died before its reply came (a node killed, a
+    network cut): the reply can never come, since direct reply-to delivers only to the
+    channel that sent the request. The call is not sent again — it may not be idempotent,
+    and the request may already have been handled."""
+    params = client.channel.connection.params
+    return ConnectionLostError(
+        f"app.amqp.call({queue!r}): the connection to {params.host}:{params.port} was lost "
+        f"while the call waited for its reply, which can no longer come ({error}); the "
+        "request may have been handled: call again if that is safe"
+    )
+
+
+def _is_direct_reply(exchange: str, routing_key: str) -> bool:
+    return exchange == "" and routing_key.startswith(DIRECT_REPLY_PREFIX)
+
+
+async def _close_when_settled(channel: Channel) -> None:
+    with trio.move_on_after(RETIRE_TIMEOUT), contextlib.suppress(AMQPError):
+        await channel.wait_for_confirms(0)
+    with trio.move_on_after(RETIRE_TIMEOUT), contextlib.suppress(AMQPError):
+        await channel.close()
 
 
 async def _serve_rpc_client(

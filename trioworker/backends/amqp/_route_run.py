@@ -21,6 +21,7 @@ import logging
 
 import trio
 
+from ..._log_context import bind
 from ...amqp import (
     AMQPConnectionError,
     AMQPError,
@@ -106,10 +107,32 @@ class RouteRun:
         problems = [f"route {self.route.name!r} is not consuming {missing}"] if missing else []
         return problems + [f"route {self.route.name!r}: {c}" for c in conflicts.values()]
 
+    def longest_running_call(self) -> float | None:
+        """Seconds this run's oldest running handler call has run; None: none runs."""
+        return self._batcher.longest_running_call()
+
     def buffered(self) -> int:
         """Deliveries received and not yet handed to the handler; 0 once the connection is
         gone (what it buffered is lost with it: the broker redelivers)."""
         return 0 if self._connection.is_closed else self._batcher.waiting
+
+    def in_flight(self) -> dict[str, int]:
+        """What this run holds that is not settled with the broker yet: deliveries
+        ``waiting`` for a handler (buffered, or in a bulk filling up), handler calls
+        ``running``, and deliveries ``unsettled`` (handled or not, no decision sent yet —
+        a retry copy waiting for its confirm included). All zero: the run is idle, what a
+        test's ``drain()`` waits for. A dead channel's deliveries do not count: the broker
+        redelivers them."""
+        batcher = self._batcher
+        return {
+            "waiting": batcher.waiting,
+            "running": batcher.running,
+            "unsettled": sum(t.outstanding for t in self._trackers if not t.channel.is_closed),
+        }
+
+    def flush(self) -> None:
+        """Hand the bulk filling up to the handler now (see :meth:`Batcher.flush`)."""
+        self._batcher.flush()
 
     # ----------------------------------------------------------- decisions
 
@@ -151,6 +174,7 @@ class RouteRun:
 
     async def _consume(self, queue: str) -> None:
         """Consume one queue on its own channel; re-subscribe after broker cancels."""
+        bind(queue=queue)  # this task's log lines are about this queue
         route = self.route
         attempt = 0
         while not self._stopping:

@@ -6,6 +6,7 @@ batcher, the acknowledgements, reconnects and shutdown are the same for every ro
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from ...amqp import AMQPError, BasicProperties
 from ...codecs import Codec, CodecError
 from ...pipeline._handlers import Handler, adapt
 from ._decoding import Decoding
+from ._log_fields import message_fields
 from ._message import Message, use_decoding
 from ._typed import BodyType, InvalidBody, body_type
 
@@ -37,7 +39,11 @@ async def decode_message(message: Message, decoding: Decoding, typed: BodyType |
 
 
 def typed_consume_handler(
-    handler: Handler, codec: str | Codec, accept: tuple[str | Codec, ...] = ()
+    handler: Handler,
+    codec: str | Codec,
+    accept: tuple[str | Codec, ...] = (),
+    *,
+    call: Callable[..., Awaitable[Any]] | None = None,
 ) -> RouteHandler | None:
     """For ``async def handle(orders: list[Order])``: decode, validate, call with the models
     (and, if its second parameter is annotated ``list[Message]``, with their messages).
@@ -46,26 +52,28 @@ def typed_consume_handler(
     line, and left out of the list; the others go on. Returns ``None`` when the handler
     takes plain messages and the route decodes JSON only; a plain handler of a route with
     another ``codec`` or ``accept`` gets messages whose :meth:`Message.json` uses them.
+    ``call`` is how the handler is called (a route's ``pool=``; default: ``adapt``).
     """
     decoding = Decoding(codec, accept)
     typed = body_type(handler)
     if typed is None:
         if decoding.is_default:
             return None
-        plain = adapt(handler)
+        plain = call or adapt(handler)
 
         async def decoding_handler(messages: list[Message]) -> Any:
             for message in messages:
                 use_decoding(message, decoding)
             return await plain(messages)
 
-        return decoding_handler
+        # __wrapped__: the blocked-loop watchdog looks for the user's function on the stack.
+        return functools.update_wrapper(decoding_handler, handler, assigned=(), updated=())
     if not typed.many:
         raise TypeError(
             "consume handlers receive a list: annotate the parameter as "
             f"list[{typed.type.__name__}]"
         )
-    call = adapt(handler)
+    run = call or adapt(handler)
     with_messages = typed.with_messages
 
     async def typed_handler(messages: list[Message]) -> Any:
@@ -82,14 +90,15 @@ def typed_consume_handler(
                     message.delivery_tag,
                     message.queue,
                     exc,
+                    extra=message_fields(message),
                 )
             else:
                 decoded.append(message)
         if values:
-            return await (call(values, decoded) if with_messages else call(values))
+            return await (run(values, decoded) if with_messages else run(values))
         return None
 
-    return typed_handler
+    return functools.update_wrapper(typed_handler, handler, assigned=(), updated=())
 
 
 def rpc_handler(
@@ -100,6 +109,7 @@ def rpc_handler(
     publisher: Publisher,
     concurrency: int = 1,
     accept: tuple[str | Codec, ...] = (),
+    call: Callable[..., Awaitable[Any]] | None = None,
 ) -> RouteHandler:
     """Serve requests: call the handler, reply to ``reply_to`` with the same
     ``correlation_id``, and acknowledge the request whatever happened.
@@ -119,7 +129,8 @@ def rpc_handler(
     handler exception (or a timeout) becomes an error envelope
     ``{"error": {"type", "message"}}`` marked with the ``x-trioworker-error`` header — no
     traceback crosses — and the request is still acknowledged: a request that failed once
-    would fail again, so requeueing it would loop forever.
+    would fail again, so requeueing it would loop forever. ``call`` is how the handler is
+    called (a route's ``pool=``; default: ``adapt``).
     """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
@@ -129,7 +140,7 @@ def rpc_handler(
     with_message = typed is not None and typed.with_messages
     if typed is not None and typed.many:
         raise TypeError("an RPC handler takes one request, not a list")
-    call = adapt(handler)
+    run = call or adapt(handler)
     slots = _Slots(concurrency)
 
     async def serve(messages: list[Message]) -> None:
@@ -153,7 +164,10 @@ def rpc_handler(
             props = message.properties
         except AMQPError as exc:
             log.warning(
-                "RPC request %d has undecodable properties, dropped: %s", message.delivery_tag, exc
+                "RPC request %d has undecodable properties, dropped: %s",
+                message.delivery_tag,
+                exc,
+                extra=message_fields(message),
             )
             return
         use_decoding(message, decoding)
@@ -172,6 +186,7 @@ def rpc_handler(
                 message.delivery_tag,
                 message.queue,
                 exc,
+                extra=message_fields(message),
             )
             result: Any = _envelope(exc)
             error = True
@@ -179,10 +194,10 @@ def rpc_handler(
             try:
                 args = (argument, message) if with_message else (argument,)
                 if timeout is None:
-                    result = await call(*args)
+                    result = await run(*args)
                 else:
                     with trio.fail_after(timeout):
-                        result = await call(*args)
+                        result = await run(*args)
             except trio.TooSlowError:
                 result = {
                     "error": {
@@ -191,9 +206,16 @@ def rpc_handler(
                     }
                 }
                 error = True
-                log.error("RPC handler for %r timed out after %s s", message.queue, timeout)
+                log.error(
+                    "RPC handler for %r timed out after %s s",
+                    message.queue,
+                    timeout,
+                    extra=message_fields(message),
+                )
             except Exception as exc:
-                log.exception("RPC handler for %r raised", message.queue)
+                log.exception(
+                    "RPC handler for %r raised", message.queue, extra=message_fields(message)
+                )
                 result = _envelope(exc)
                 error = True
         if not props.reply_to:
@@ -201,12 +223,18 @@ def rpc_handler(
                 "RPC request %d on %r has no reply_to: result dropped",
                 message.delivery_tag,
                 message.queue,
+                extra=message_fields(message),
             )
             return
         try:
             body = reply_codec.encode(result)
         except CodecError as exc:
-            log.error("RPC result for %r cannot be encoded: %s", message.queue, exc)
+            log.error(
+                "RPC result for %r cannot be encoded: %s",
+                message.queue,
+                exc,
+                extra=message_fields(message),
+            )
             body = reply_codec.encode(_envelope(exc))
             error = True
         try:
@@ -230,9 +258,10 @@ def rpc_handler(
                 message.delivery_tag,
                 message.queue,
                 exc,
+                extra=message_fields(message),
             )
 
-    return serve
+    return functools.update_wrapper(serve, handler, assigned=(), updated=())
 
 
 class _Slots:

@@ -1,11 +1,14 @@
-"""One broker connection (a URL and a vhost), kept up for as long as the app runs.
+"""One broker connection (a URL — or the URLs of one cluster — and a vhost), kept up for as
+long as the app runs.
 
 The supervisor connects, starts a :class:`RouteRun` of every route on the connection, and
 on connection loss — broker restart, ``rabbitmqctl close_all_connections``, a network cut,
-missed heartbeats — reconnects with exponential backoff and jitter and starts every route
-again (channels, QoS, declares, consumers). Its :class:`Publisher` publishes on a
-connection of its own (:class:`PublishConnection`, opened on first use), so a broker that
-blocks publishers during an alarm never stops the consumers' acks.
+missed heartbeats, the node killed — reconnects and starts every route again (channels,
+QoS, declares, consumers). With several URLs it fails over to the next node at once and
+backs off (exponentially, with jitter) only after a full round of failures
+(:class:`~._failover.Failover`, docs/cluster.md). Its :class:`Publisher` publishes on a
+connection of its own (:class:`PublishConnection`, opened on first use, on the same nodes),
+so a broker that blocks publishers during an alarm never stops the consumers' acks.
 
 Stopping takes two steps, driven by the backend: :meth:`Supervisor.stop_consuming` stops
 the routes gracefully and keeps the connection open for publishers and callers (handlers of
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..._errors import StartupError
+from ..._log_context import bind, log_context
 from ...amqp import (
     AMQPConnectionError,
     AuthenticationError,
@@ -29,7 +33,7 @@ from ...amqp import (
     VirtualHostError,
     connect,
 )
-from ...pipeline._backoff import backoff_delay
+from ._failover import Failover
 from ._publish_connection import PublishConnection
 from ._publisher import Publisher
 from ._route_run import RouteRun
@@ -37,6 +41,7 @@ from ._routes import AMQPRoute
 
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Sequence
 
     from ...pipeline import AppServices
 
@@ -48,10 +53,20 @@ log = logging.getLogger("trioworker.amqp")
 class Supervisor:
     """Keeps one connection up: connect, run the routes, reconnect with backoff."""
 
-    def __init__(self, app: AppServices, key: tuple[str, str | None], url: str) -> None:
+    def __init__(
+        self,
+        app: AppServices,
+        key: tuple[str, str | None],
+        urls: Sequence[str],
+        *,
+        shuffle: bool = False,
+    ) -> None:
         self._app = app
         self.key = key
-        self.url = url
+        # The order the nodes are tried in, drawn once (shuffled if asked) and shared by
+        # the publishing connection: both start on the same node.
+        self._order = Failover(urls, shuffle=shuffle).urls
+        self.failover = Failover(self._order)
         #: The TLS context of ``connect()`` (``App(ssl_context=)``, ``add_connection``).
         self.ssl_context: ssl.SSLContext | None = None
         self.routes: list[AMQPRoute] = []
@@ -64,7 +79,7 @@ class Supervisor:
         #: The last reason a connect failed or the connection was lost (for errors).
         self.last_error: AMQPConnectionError | None = None
         self.publisher = Publisher(self.name)
-        self.publishing = PublishConnection(self.publisher, self.name)
+        self.publishing = PublishConnection(self.publisher, self.name, self._order)
         self._runs: list[RouteRun] = []
         self._route_nursery: trio.Nursery | None = None
         self.reset()
@@ -84,13 +99,35 @@ class Supervisor:
         self.startup_error: StartupError | None = None
         self._connected_once = False
         self._cancel_scope = trio.CancelScope()
+        self.failover = Failover(self._order)
         self.publishing.reset()
+
+    def use_urls(self, urls: Sequence[str]) -> None:
+        """Connect to ``urls`` from now on (``AMQPBackend.redirect``, before a serve)."""
+        self._order = tuple(urls)
+        self.failover = Failover(self._order)
+        self.publishing.use_urls(self._order)
 
     @property
     def name(self) -> str:
         """The connection's name, with its vhost if the route named one: ``default/audit``."""
         name, vhost = self.key
         return name if vhost is None else f"{name}/{vhost}"
+
+    @property
+    def url(self) -> str:
+        """The URL connected to, or to be tried next."""
+        return self.failover.url
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """``host:port`` of every node of the connection, in the order they are tried."""
+        return self.failover.labels
+
+    @property
+    def node(self) -> str | None:
+        """``host:port`` of the node connected to; None while down."""
+        return self.failover.label if self.up else None
 
     @property
     def up(self) -> bool:
@@ -101,8 +138,20 @@ class Supervisor:
         """Why this connection does not do its job right now (for ``/health``)."""
         publishing = self.publishing.problems()
         if not self.up:
-            return [f"connection {self.name!r} is down", *publishing]
+            tried = f" (every node tried: {', '.join(self.nodes)})" if self.failover.several else ""
+            return [f"connection {self.name!r} is down{tried}", *publishing]
         return [problem for run in self._runs for problem in run.problems()] + publishing
+
+    def whereabouts(self) -> str:
+        """For ``/health`` of a healthy app: the node of a connection that has several
+        (``connection 'default' on 127.0.0.1:5673``); empty for a single URL."""
+        if not (self.failover.several and self.up):
+            return ""
+        where = f"connection {self.name!r} on {self.node}"
+        publishing = self.publishing.node
+        if publishing is not None and publishing != self.node:
+            where += f" (publishing on {publishing})"
+        return where
 
     def runs(self) -> list[RouteRun]:
         """The routes running on the current connection (none while it is down)."""
@@ -141,16 +190,19 @@ class Supervisor:
         assert self._route_nursery is not None
         run = RouteRun(route, connection)
         self._runs.append(run)
-        self._route_nursery.start_soon(run.run)
+        # The run's log context, whichever task calls this (trio copies it at spawn).
+        queue = route.queues[0] if len(route.queues) == 1 else None
+        with log_context(app=self._app.name, connection=self.name, route=route.name, queue=queue):
+            self._route_nursery.start_soon(run.run)
 
     # -------------------------------------------------------------- running
 
     async def run(self) -> None:
         """Connect and reconnect until :meth:`stop`; the publishing connection alongside."""
+        bind(app=self._app.name, connection=self.name)  # this task's log lines
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
                 self.publishing.run,
-                self.url,
                 f"{self._app.name}:{self.name}:publish",
                 self.ssl_context,
             )
@@ -160,35 +212,39 @@ class Supervisor:
                 self.publishing.stop()
 
     async def _run_consuming(self) -> None:
-        attempt = 0
+        failover = self.failover
         try:
             with self._cancel_scope:
                 while not self._stopping:
                     try:
                         async with connect(
-                            self.url,
+                            failover.url,
                             ssl_context=self.ssl_context,
                             connection_name=f"{self._app.name}:{self.name}",
                         ) as conn:
-                            attempt = 0
+                            failover.opened(trio.current_time())
                             await self._serve(conn)
                     except AMQPConnectionError as exc:
                         self.last_error = exc
                         why = _refusal(exc)
                         if why is not None and not self._connected_once:
-                            # Retrying cannot fix it: the app's startup fails with it.
+                            # Retrying cannot fix it: the app's startup fails with it. A
+                            # node that is down is no such refusal: the next one is tried.
                             self.startup_error = self.startup_error or StartupError(why)
-                        self._first_attempt.set()
+                            self._first_attempt.set()
+                        node = failover.label
+                        delay = failover.failed(trio.current_time())
+                        if delay:  # a full round failed: the app starts with it down
+                            self._first_attempt.set()
                         if self._stopping:
                             break
                         self.reconnects += 1
-                        delay = backoff_delay(attempt)
-                        attempt += 1
                         log.warning(
-                            "AMQP connection %r lost or refused (%s); reconnecting in %.2f s",
+                            "AMQP connection %r%s lost or refused (%s); %s",
                             self.name,
+                            f" to node {node}" if failover.several else "",
                             why or exc,
-                            delay,
+                            failover.next_step(delay),
                         )
                         await trio.sleep(delay)
         finally:
@@ -198,7 +254,12 @@ class Supervisor:
         self.connection = conn
         self._connected_once = True
         self._runs = []
-        log.info("AMQP connection %r open (%s)", self.name, conn.params.safe_url())
+        log.info(
+            "AMQP connection %r open on node %s (%s)",
+            self.name,
+            self.failover.label,
+            conn.params.safe_url(),
+        )
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch, conn, nursery.cancel_scope)
@@ -263,7 +324,8 @@ class Supervisor:
         self._stopping = True
         self._consuming_stopped.set()
         self._stop_requested.set()
-        self.publishing.stop()
+        # The publishing connection closes once the routes have drained (run()'s finally):
+        # a handler in its grace period may still publish, reply or call.
         if self.connection is None:
             self._cancel_scope.cancel()
 

@@ -118,7 +118,13 @@ class Queue:
             (durable, same kind unless a stream) and wired: messages rejected without requeue
             go to it through the default exchange (``x-dead-letter-exchange=""``,
             ``x-dead-letter-routing-key=<dead_letter>``); a quorum queue also gets
-            at-least-once dead-lettering.
+            at-least-once dead-lettering (``x-dead-letter-strategy=at-least-once``, which
+            RabbitMQ honours only with ``x-overflow=reject-publish``: both are set).
+        delivery_limit: quorum queues only (``x-delivery-limit``): after this many
+            returns of a message to the queue — requeues, and the redeliveries that follow
+            a consumer's connection loss or node failure — the broker dead-letters it (or
+            drops it, without ``dead_letter``). Leave room for failovers: each one returns
+            every message a worker held unacknowledged.
     """
 
     name: str
@@ -129,6 +135,7 @@ class Queue:
     arguments: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     bindings: Sequence[Binding] = ()
     dead_letter: str | None = None
+    delivery_limit: int | None = None
 
     def __post_init__(self) -> None:
         _check_name("queue", self.name, allow_empty=False)
@@ -158,6 +165,9 @@ class Queue:
             for key in ("x-dead-letter-exchange", "x-dead-letter-routing-key"):
                 if key in arguments:
                     raise ValueError(f"queue {self.name!r}: give dead_letter= or {key}, not both")
+            _check_at_least_once(self.name, self.kind, arguments)
+        if self.delivery_limit is not None:
+            _check_delivery_limit(self.name, self.kind, self.delivery_limit, arguments)
 
     def __hash__(self) -> int:
         return hash((self.name, self.kind, self.durable, self.exclusive, self.auto_delete))
@@ -168,6 +178,8 @@ class Queue:
         arguments = dict(self.arguments)
         if self.kind != "classic":
             arguments["x-queue-type"] = self.kind
+        if self.delivery_limit is not None:
+            arguments["x-delivery-limit"] = self.delivery_limit
         if self.dead_letter is not None:
             arguments["x-dead-letter-exchange"] = ""
             arguments["x-dead-letter-routing-key"] = self.dead_letter
@@ -183,3 +195,28 @@ class Queue:
         if self.dead_letter is None:
             return None
         return Queue(self.dead_letter, kind="quorum" if self.kind == "quorum" else "classic")
+
+
+def _check_at_least_once(name: str, kind: str, arguments: Mapping[str, Any]) -> None:
+    """A quorum queue's at-least-once dead-lettering needs ``reject-publish`` overflow:
+    with any other, RabbitMQ silently falls back to at-most-once (a message can be lost
+    on its way to the dead-letter queue)."""
+    if kind != "quorum" or arguments.get("x-dead-letter-strategy", "at-least-once") != (
+        "at-least-once"
+    ):
+        return
+    overflow = arguments.get("x-overflow", "reject-publish")
+    if overflow != "reject-publish":
+        raise ValueError(
+            f"queue {name!r}: at-least-once dead-lettering needs x-overflow='reject-publish'"
+            f" (got {overflow!r}); or pass x-dead-letter-strategy='at-most-once'"
+        )
+
+
+def _check_delivery_limit(name: str, kind: str, limit: int, arguments: Mapping[str, Any]) -> None:
+    if kind != "quorum":
+        raise ValueError(f"queue {name!r}: delivery_limit= is for quorum queues (kind={kind!r})")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"queue {name!r}: delivery_limit must be a positive int, got {limit!r}")
+    if "x-delivery-limit" in arguments:
+        raise ValueError(f"queue {name!r}: give delivery_limit= or x-delivery-limit, not both")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
+from ..._log_context import bind, log_context
 from ...http._errors import HTTPError, RequestTimeout
 from ...http._request import ClientDisconnect, Request
 from ...http._response import Response, to_response
@@ -83,7 +84,8 @@ class ASGIApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            with log_context():  # the route bound in _respond ends with the request
+                await self._http(scope, receive, send)
         elif kind == "lifespan":
             await _lifespan(receive, send)
         elif kind == "websocket":
@@ -140,6 +142,7 @@ class ASGIApp:
             if found.allowed:
                 return _not_allowed(found.allowed), UNMATCHED
             return _error(404, "not found"), UNMATCHED
+        bind(route=route.template)  # log lines about this request name its route
         if backend.body_timeout is not None:
             receive = _timed(receive, backend.body_timeout)
         request = Request(

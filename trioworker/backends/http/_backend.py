@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from hypercorn.typing import Framework
 
     from ...pipeline import AppServices
+    from ...pipeline._pools import Pool
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "HTTPBackend"]
 
@@ -129,6 +130,11 @@ class HTTPBackend(ServerLimits):
         self.router = Router()
         self.asgi = ASGIApp(self)
         self._bound_port: int | None = None
+        #: False: bind no socket, serve nobody — only :attr:`asgi`, called in-process
+        #: (``trioworker.testing.TestClient``'s ``client.http`` does that). Set it before
+        #: the app starts.
+        self.bind_socket = True
+        self._in_process = False
         self._stop_event: trio.Event | None = None
         self._connections: ConnectionLimit | None = None
 
@@ -191,10 +197,15 @@ class HTTPBackend(ServerLimits):
 
     # -------------------------------------------------------------- routes
 
-    def route(self, path: str, *, methods: Iterable[str]) -> Callable[[H], H]:
+    def route(
+        self, path: str, *, methods: Iterable[str], pool: str | None = None
+    ) -> Callable[[H], H]:
         """Register ``handler(request)`` for ``methods`` on ``path`` (a template).
 
-        The handler may be ``async def`` or a plain ``def`` (run in a worker thread). It
+        The handler may be ``async def`` or a plain ``def`` (run in a worker thread, or in
+        the named *thread* pool ``pool=``; a request cannot travel to a process pool's
+        workers, so an async handler awaits ``app.pools.get(name).run(fn, *args)`` with
+        picklable arguments instead: docs/pools.md). It
         returns a dict/list (JSON), str (text), bytes, None (204) or a :class:`Response`.
         Registered on a running app, the route is served at once (and the server starts if
         it was not running).
@@ -205,31 +216,44 @@ class HTTPBackend(ServerLimits):
             _check_handler(handler)
             self._check_builtin_clash(path, wanted)
             name = getattr(handler, "__qualname__", repr(handler))
-            self.router.add(wanted, path, adapt(handler), name=name)
+            runner = None if pool is None else self._thread_pool(pool, handler, path)
+            self.router.add(wanted, path, adapt(handler, pool=runner), name=name)
             self.app.start_backend(self)
             return handler
 
         return register
 
-    def get(self, path: str) -> Callable[[H], H]:
+    def get(self, path: str, *, pool: str | None = None) -> Callable[[H], H]:
         """``@app.http.get("/items/{id:int}")``; also answers HEAD (without the body)."""
-        return self.route(path, methods=("GET",))
+        return self.route(path, methods=("GET",), pool=pool)
 
-    def post(self, path: str) -> Callable[[H], H]:
-        return self.route(path, methods=("POST",))
+    def post(self, path: str, *, pool: str | None = None) -> Callable[[H], H]:
+        return self.route(path, methods=("POST",), pool=pool)
 
-    def put(self, path: str) -> Callable[[H], H]:
-        return self.route(path, methods=("PUT",))
+    def put(self, path: str, *, pool: str | None = None) -> Callable[[H], H]:
+        return self.route(path, methods=("PUT",), pool=pool)
 
-    def patch(self, path: str) -> Callable[[H], H]:
-        return self.route(path, methods=("PATCH",))
+    def patch(self, path: str, *, pool: str | None = None) -> Callable[[H], H]:
+        return self.route(path, methods=("PATCH",), pool=pool)
 
-    def delete(self, path: str) -> Callable[[H], H]:
-        return self.route(path, methods=("DELETE",))
+    def delete(self, path: str, *, pool: str | None = None) -> Callable[[H], H]:
+        return self.route(path, methods=("DELETE",), pool=pool)
 
     def head(self, path: str) -> Callable[[H], H]:
         """An explicit HEAD route (otherwise HEAD is the GET route without the body)."""
         return self.route(path, methods=("HEAD",))
+
+    def _thread_pool(self, name: str, handler: Callable[..., Any], path: str) -> Pool:
+        pool = self.app.pools.get(name)
+        if pool.kind == "process":
+            raise TypeError(
+                f"HTTP route {path}: pool={name!r} is a process pool, and a request (its "
+                "body stream, request.app) cannot travel to a worker process; use a thread "
+                f"pool, or from an async handler await app.pools.get({name!r}).run(fn, *args) "
+                "with picklable arguments (docs/pools.md)"
+            )
+        pool.check_handler(handler, f"HTTP route {path}")
+        return pool
 
     def _check_builtin_clash(self, path: str, methods: frozenset[str]) -> None:
         if not methods & {"GET", "HEAD"}:
@@ -243,6 +267,10 @@ class HTTPBackend(ServerLimits):
                     f"GET {path} is the built-in endpoint; move or turn it off first "
                     f"(App({option}=...) or app.http.{option} = None)"
                 )
+
+    def handlers(self) -> list[tuple[str, Callable[..., Any]]]:
+        """``(path template, endpoint)`` of every route, for the blocked-loop watchdog."""
+        return [(route.template, route.endpoint) for route in self.router.routes]
 
     # ------------------------------------------------------------ built-ins
 
@@ -261,13 +289,19 @@ class HTTPBackend(ServerLimits):
         except Exception:
             log.exception("a backend's health check failed")
             return Response({"status": "error"}, status=503, headers=headers)
-        backends = {name: {"ok": h.ok, "detail": h.detail} for name, h in states.items()}
+        backends = {
+            name: {"ok": h.ok, "status": h.status, "detail": h.detail} for name, h in states.items()
+        }
+        # Degraded (a handler call running too long) stays 200: an orchestrator acting on
+        # /health should not kill a worker over one slow call (docs/http.md, "/health").
         if self.app.shutting_down:
             status, code = "shutting down", 503
-        elif all(h.ok for h in states.values()):
-            status, code = "ok", 200
-        else:
+        elif not all(h.ok for h in states.values()):
             status, code = "unavailable", 503
+        elif any(h.degraded for h in states.values()):
+            status, code = "degraded", 200
+        else:
+            status, code = "ok", 200
         return Response({"status": status, "backends": backends}, status=code, headers=headers)
 
     def _metrics(self) -> Response:
@@ -284,6 +318,8 @@ class HTTPBackend(ServerLimits):
     def health(self) -> Health:
         if self.serving:
             return Health(True, f"listening on {self.url}")
+        if self._in_process:
+            return Health(True, "serving in-process only (bind_socket is off)")
         return Health(False, "not listening")
 
     def _config(self) -> Config:
@@ -306,6 +342,15 @@ class HTTPBackend(ServerLimits):
         if self.app.shutting_down:
             # Activated (first route) just as the app began to stop: nothing to serve.
             task_status.started()
+            return
+        if not self.bind_socket:
+            # In-process only: the routes are served by whoever calls self.asgi.
+            self._in_process = True
+            task_status.started()
+            try:
+                await stop.wait()
+            finally:
+                self._in_process = False
             return
         # ASGIApp speaks ASGI 3 with plain dicts; hypercorn's TypedDict signature is stricter.
         asgi = cast("Framework", self.asgi)

@@ -12,7 +12,8 @@ import trio
 from prometheus_client.metrics_core import Metric
 
 from ... import _settings
-from ...pipeline._backend import Health
+from ..._log_context import log_context
+from ...pipeline._backend import Health, slow_call
 from ...pipeline._handlers import Handler
 from ...sse._parser import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_LENGTH
 from ._metrics import sse_families
@@ -48,6 +49,9 @@ class SSEBackend:
         # Where each stream stopped, so serving the same app again resumes there.
         self._last_event_ids: dict[int, str] = {}
         self._client: httpx.AsyncClient | None = None
+        #: The httpx transport the streams are read through (None: the network). Set it
+        #: before the app starts; ``trioworker.testing`` serves feeds in-process with it.
+        self.transport: httpx.AsyncBaseTransport | None = None
         self._nursery: trio.Nursery | None = None
         self._running = False
         self._stop_event = trio.Event()
@@ -68,6 +72,7 @@ class SSEBackend:
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         max_reconnect_delay: float = 30.0,
         name: str | None = None,
+        pool: str | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register a handler for the event stream at ``url``; it receives ``list[Event]``.
 
@@ -75,7 +80,9 @@ class SSEBackend:
         long the stream may stay silent before it counts as dead and is reconnected (set it
         above the server's keep-alive interval; ``None`` waits forever). A handler that
         raises is logged and ``on_exception(events, exc)`` is called; the events are not
-        retried. See docs/sse.md for every option. The handler is returned unchanged.
+        retried. ``pool=`` runs a plain ``def`` handler in a named pool (in a process pool
+        the events travel: docs/pools.md). See docs/sse.md for every option. The handler is
+        returned unchanged.
         """
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -95,6 +102,10 @@ class SSEBackend:
             raise ValueError("flush_interval must be >= 0")
 
         def register(handler: Handler) -> Handler:
+            stream_name = name or _safe_name(url)
+            runner = None if pool is None else self.app.pools.get(pool)
+            if runner is not None:
+                runner.check_handler(handler, f"SSE stream {stream_name!r}")
             stream = SSEStream(
                 url=url,
                 handler=handler,
@@ -109,7 +120,8 @@ class SSEBackend:
                 max_line_length=max_line_length,
                 max_event_size=max_event_size,
                 max_reconnect_delay=max_reconnect_delay,
-                name=name or _safe_name(url),
+                name=stream_name,
+                runner=runner,
             )
             self.streams.append(stream)
             if self._nursery is not None:
@@ -127,7 +139,8 @@ class SSEBackend:
             stream, self._client, last_event_id=self._last_event_ids.get(id(stream), "")
         )
         self.runs.append(run)
-        self._nursery.start_soon(run.run)
+        with log_context(app=self.app.name, route=stream.name):  # whichever task calls this
+            self._nursery.start_soon(run.run)
 
     # ----------------------------------------------------------- lifecycle
 
@@ -142,16 +155,29 @@ class SSEBackend:
 
     def health(self) -> Health:
         """Healthy when every stream is connected (a stream the server ended with 204
-        counts as done, not broken); the detail names the ones reconnecting."""
+        counts as done, not broken); the detail names the ones reconnecting. Degraded while
+        a handler call runs past the stream's ``timeout`` or, without one, the app's
+        ``slow_handler_threshold``."""
         problems: list[str] = []
+        slow: list[str] = []
         notes: list[str] = []
+        threshold = self.app.slow_handler_threshold
         for run in self.runs:
+            running = run.batcher.longest_running_call()
+            note = slow_call(run.stream.name, running, run.stream.timeout, threshold)
+            if note:
+                slow.append(note)
             if run.finished:
                 notes.append(f"stream {run.stream.name!r} was ended by the server (204)")
             elif not run.connected and not run.stopping:
                 why = f": {run.last_error}" if run.last_error else ""
                 problems.append(f"stream {run.stream.name!r} is reconnecting{why}")
-        return Health(not problems, "; ".join(problems + notes))
+        detail = "; ".join(problems + slow + notes)
+        return Health(not problems, detail, degraded=bool(slow))
+
+    def handlers(self) -> list[tuple[str, Handler]]:
+        """``(stream name, handler)`` of every stream, for the blocked-loop watchdog."""
+        return [(stream.name, stream.handler) for stream in self.streams]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run every stream until :meth:`stop` has drained them all, then close the client."""
@@ -163,7 +189,7 @@ class SSEBackend:
         try:
             # The client is closed only after every stream's nursery task has returned.
             async with (
-                httpx.AsyncClient(follow_redirects=True) as client,
+                httpx.AsyncClient(follow_redirects=True, transport=self.transport) as client,
                 trio.open_nursery() as nursery,
             ):
                 self._client = client

@@ -35,6 +35,7 @@ import trio
 from ...pipeline._backoff import backoff_delay
 from ...pipeline._batcher import Batcher, BatcherStats
 from ...pipeline._handlers import Handler, adapt
+from ...pipeline._pools import Pool
 from ...sse._event import Event
 from ...sse._parser import EventParser, SSEProtocolError
 
@@ -94,6 +95,8 @@ class SSEStream:
     max_event_size: int
     max_reconnect_delay: float
     name: str
+    #: The named pool (``app.pool()``) the handler runs in, if any (docs/pools.md).
+    runner: Pool | None = None
     stats: StreamStats = dataclasses.field(default_factory=StreamStats, repr=False)
 
 
@@ -123,7 +126,9 @@ class StreamRun:
         #: The server's ``retry`` (ms), once it sent one.
         self.retry: int | None = None
         self.stats = stream.stats
-        self._call: Callable[..., Awaitable[Any]] = adapt(stream.handler, timeout=stream.timeout)
+        self._call: Callable[..., Awaitable[Any]] = adapt(
+            stream.handler, timeout=stream.timeout, pool=stream.runner
+        )
         self._on_exception = adapt(stream.on_exception) if stream.on_exception is not None else None
         self.batcher: Batcher[Event] = Batcher(
             self._handle,
