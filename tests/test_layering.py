@@ -80,6 +80,11 @@ SANS_IO_FORBIDDEN_STDLIB = {"trio", "socket", "ssl", "time", "asyncio", "select"
 APP_IMPORTERS = ("trioworker", "trioworker.cli", "trioworker.__main__")
 #: The shared pipeline knows no backend and no app.
 PIPELINE_FORBIDDEN = ("trioworker.backends", "trioworker._app", "trioworker.amqp")
+#: The in-memory broker is a server for the library's client, not part of the framework:
+#: it imports the library (and itself) only, so the AMQP backend may run it for
+#: ``memory://`` URLs without an import cycle.
+BROKER = "trioworker.testing._broker"
+BROKER_ALLOWED = (BROKER, "trioworker.amqp", "trioworker._version")
 
 
 def violations(graph: Graph) -> Iterator[str]:
@@ -100,6 +105,8 @@ def violations(graph: Graph) -> Iterator[str]:
                 yield f"{module} -> {target}: the pipeline imports a backend or the app"
             if _within(module, "trioworker.metrics") and _within(target, "trioworker.backends"):
                 yield f"{module} -> {target}: metrics read backends through their sources"
+            if _within(module, BROKER) and not any(_within(target, a) for a in BROKER_ALLOWED):
+                yield f"{module} -> {target}: the memory broker imports beyond the library"
     yield from (f"import cycle: {' -> '.join(cycle)}" for cycle in cycles(graph))
 
 
@@ -173,6 +180,8 @@ def test_the_sans_io_core_imports_no_io_and_no_clock() -> None:
         ("trioworker.backends.timers", "trioworker._app", "_app"),
         ("trioworker.pipeline._batcher", "trioworker.backends.amqp", "pipeline"),
         ("trioworker.metrics._collector", "trioworker.backends.sse", "metrics"),
+        ("trioworker.testing._broker._queue", "trioworker.backends.amqp", "broker"),
+        ("trioworker.amqp._connect", "trioworker.testing._broker", "library"),
         ("trioworker.pipeline._backend", "trioworker.pipeline._handlers", "cycle"),
     ],
 )

@@ -23,7 +23,7 @@ from .amqp import RemoteError
 from .backends.amqp import Binding, Exchange, Queue, Retry
 from .backends.amqp._message import InvalidMessageBody, Message
 from .codecs import Codec, register_codec
-from .http import HTTPError, Request, RequestTimeout, Response
+from .http import HTTPError, Request, RequestTimeout, Response, WebSocket, WebSocketDisconnect
 from .metrics._timeit import Timeit
 from .pipeline._actions import Actions
 from .pipeline._batcher import Batcher, HandlerTimeout
@@ -50,6 +50,8 @@ __all__ = [
     "SSEEvent",
     "StartupError",
     "Timeit",
+    "WebSocket",
+    "WebSocketDisconnect",
     "__version__",
     "amqp",
     "codecs",

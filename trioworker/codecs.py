@@ -11,8 +11,12 @@ Built in:
 * ``json`` (default) — UTF-8 JSON, ``application/json``;
 * ``raw`` — bytes as they are, ``application/octet-stream``;
 * ``gzip+json`` — gzip-compressed UTF-8 JSON, ``application/json`` with
-  ``content_encoding: gzip``: the wire format of the amqp_worker library
-  (lib-python-amqp-worker), so trioworker and amqp_worker services can talk.
+  ``content_encoding: gzip``;
+* ``amqp_worker`` — the wire format of the amqp_worker library (lib-python-amqp-worker):
+  gzip-compressed UTF-8 JSON, ``application/octet-stream``, no ``content_encoding``, in
+  amqp_worker's :class:`Envelope` — requests ``{"data": X}``, replies
+  ``{"success": true, "data": ...}`` / ``{"success": false, "error": {...}}``
+  (:func:`amqp_worker_codec` for one that also sends tracebacks).
 
 Register your own with :func:`register_codec`.
 
@@ -33,11 +37,16 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ._envelope import AmqpWorkerEnvelope, Envelope
+
 __all__ = [
     "DEFAULT_MAX_DECODED_SIZE",
+    "AmqpWorkerEnvelope",
     "BodyTooLargeError",
     "Codec",
     "CodecError",
+    "Envelope",
+    "amqp_worker_codec",
     "codec_for",
     "get_codec",
     "register_codec",
@@ -74,6 +83,7 @@ class Codec:
         "_encode",
         "content_encoding",
         "content_type",
+        "envelope",
         "max_size",
         "name",
     )
@@ -88,11 +98,15 @@ class Codec:
         content_encoding: str | None = None,
         decompress: Callable[[bytes, int], bytes] | None = None,
         max_size: int = DEFAULT_MAX_DECODED_SIZE,
+        envelope: Envelope | None = None,
     ) -> None:
         """``decompress(body, max_size)`` (optional) undoes ``content_encoding`` before
         ``decode`` and must raise :class:`BodyTooLargeError` rather than produce more
         than ``max_size`` bytes (:func:`gunzip` does); ``decode`` then gets the plain
-        bytes. ``max_size`` bounds what ``decode`` is given."""
+        bytes. ``max_size`` bounds what ``decode`` is given. ``envelope`` (optional) is
+        the shape a peer wraps values in: :meth:`encode` wraps, :meth:`decode` opens, and
+        RPC replies use :meth:`encode_result` / :meth:`encode_error`. A codec with an
+        envelope is used only where it is named: a content type alone never selects it."""
         if max_size < 1:
             raise ValueError("max_size must be at least 1 byte")
         self.name = name
@@ -102,6 +116,7 @@ class Codec:
         self._decode = decode
         self._decompress = decompress
         self.max_size = max_size
+        self.envelope = envelope
 
     def limited(self, max_size: int) -> Codec:
         """This codec with another decoded-size limit (same name and properties)."""
@@ -113,6 +128,7 @@ class Codec:
             content_encoding=self.content_encoding,
             decompress=self._decompress,
             max_size=max_size,
+            envelope=self.envelope,
         )
 
     @property
@@ -125,19 +141,60 @@ class Codec:
         return f"<Codec {self.name!r} {self.content_type}{encoding}>"
 
     def encode(self, value: Any) -> bytes:
-        """Encode ``value``; :class:`CodecError` if it cannot be."""
+        """Encode ``value`` (in the envelope's request, if any); :class:`CodecError` if it
+        cannot be."""
+        if self.envelope is not None:
+            return self._encode_bare(self.envelope.wrap_request(value), value)
+        return self._encode_bare(value, value)
+
+    def encode_result(self, value: Any) -> bytes:
+        """Encode an RPC handler's result (in the envelope's result reply, if any)."""
+        if self.envelope is not None:
+            return self._encode_bare(self.envelope.wrap_result(value), value)
+        return self._encode_bare(value, value)
+
+    def encode_error(self, exc: BaseException) -> bytes:
+        """Encode the error reply for ``exc`` (the envelope's, else
+        ``{"error": {"type", "message"}}``)."""
+        envelope = self.envelope or _BARE
+        return self._encode_bare(envelope.wrap_error(exc), exc)
+
+    def _encode_bare(self, value: Any, original: Any) -> bytes:
         try:
             return self._encode(value)
         except CodecError:
             raise
         except Exception as exc:
             raise CodecError(
-                f"cannot encode {type(value).__name__} with {self.name}: {exc}"
+                f"cannot encode {type(original).__name__} with {self.name}: {exc}"
             ) from exc
 
     def decode(self, body: bytes) -> Any:
-        """Decode ``body``; :class:`CodecError` if it is not valid for this codec,
-        :class:`BodyTooLargeError` if it is (or inflates to) more than ``max_size``."""
+        """Decode ``body`` (and open the envelope's request, if any); :class:`CodecError`
+        if it is not valid for this codec, :class:`BodyTooLargeError` if it is (or
+        inflates to) more than ``max_size``."""
+        value = self._decode_bare(body)
+        if self.envelope is None:
+            return value
+        try:
+            return self.envelope.open_request(value)
+        except Exception as exc:
+            raise CodecError(f"body is not valid {self.name}: {exc}") from exc
+
+    def decode_reply(self, body: bytes) -> tuple[bool, Any]:
+        """An RPC reply: ``(True, result)``, or ``(False, error)`` when the envelope says
+        the handler failed (``error``: a dict with at least ``type`` and ``message``).
+        Without an envelope, always ``(True, value)``: trioworker's own error replies are
+        told apart by a header, not by the body."""
+        value = self._decode_bare(body)
+        if self.envelope is None:
+            return True, value
+        try:
+            return self.envelope.open_reply(value)
+        except Exception as exc:
+            raise CodecError(f"reply is not valid {self.name}: {exc}") from exc
+
+    def _decode_bare(self, body: bytes) -> Any:
         limit = self.max_size
         if self._decompress is not None:
             try:
@@ -239,7 +296,30 @@ GZIP_JSON = Codec(
     decompress=gunzip,
 )
 
-_BY_NAME: dict[str, Codec] = {c.name: c for c in (JSON, RAW, GZIP_JSON)}
+
+def amqp_worker_codec(*, trace: bool = False, max_size: int = DEFAULT_MAX_DECODED_SIZE) -> Codec:
+    """amqp_worker's wire format: gzip JSON in its envelope, ``application/octet-stream``.
+
+    The registered ``"amqp_worker"`` codec is ``amqp_worker_codec()``. ``trace=True`` adds
+    the formatted traceback to error replies (``error["trace"]``), as amqp_worker does;
+    off by default, so a service's file paths and code lines stay in its own log.
+    """
+    return Codec(
+        "amqp_worker",
+        content_type="application/octet-stream",
+        encode=_gzip_json_encode,
+        decode=_json_decode,
+        decompress=gunzip,
+        max_size=max_size,
+        envelope=AmqpWorkerEnvelope(trace=trace),
+    )
+
+
+AMQP_WORKER = amqp_worker_codec()
+#: The error replies of codecs without an envelope (trioworker's own format).
+_BARE = Envelope()
+
+_BY_NAME: dict[str, Codec] = {c.name: c for c in (JSON, RAW, GZIP_JSON, AMQP_WORKER)}
 
 
 def register_codec(codec: Codec, *, replace: bool = False) -> Codec:
@@ -279,9 +359,9 @@ def codec_for(
     ):
         return fallback
     for codec in reversed(list(_BY_NAME.values())):
-        if codec.content_type == content_type and codec.content_encoding == (
-            content_encoding or None
-        ):
+        # An envelope is a protocol's, not a content type's: amqp_worker's
+        # application/octet-stream is also what raw bodies say.
+        if codec.envelope is None and _matches(codec, content_type, content_encoding):
             return codec
     return fallback
 

@@ -94,9 +94,7 @@ async def delete_queues(cluster: Cluster, *names: str) -> None:
             pass
 
 
-async def wait_for(
-    condition: Callable[[], bool], what: str, timeout: float = MUST_HAPPEN
-) -> None:
+async def wait_for(condition: Callable[[], bool], what: str, timeout: float = MUST_HAPPEN) -> None:
     """Poll ``condition`` (cheap: files, counters) until true; fail naming ``what``."""
     deadline = time.monotonic() + timeout
     while not condition():

@@ -9,9 +9,9 @@ Configured by the environment (each worker is a fresh process):
 - ``CLUSTER_TEST_RESULTS``: a directory; each worker appends one line of message ids per
   handled bulk to ``handled-<pid>.txt``, after the work and before the ack (one
   ``os.write`` per line: a killed worker leaves whole lines);
-- ``CLUSTER_TEST_SLEEP``: seconds a bulk takes; while the file ``<results>/throttle``
-  exists, a bulk takes ``CLUSTER_TEST_SLOW`` seconds instead (the test slows the workers
-  down while a node restarts, so that messages are left for the second kill);
+- ``CLUSTER_TEST_SLEEP``: seconds a bulk takes; while the file ``<results>/hold``
+  exists, bulks wait (the test holds the workers while a node restarts, so that messages
+  are left — and held unacknowledged — for the second kill);
 - ``CLUSTER_TEST_PREFETCH`` and ``CLUSTER_TEST_BULK``: the route's window and bulk size.
 """
 
@@ -30,9 +30,7 @@ DELIVERY_LIMIT = 10
 
 def queue(name: str) -> Queue:
     """The test queue: quorum, a delivery limit, at-least-once dead-lettering."""
-    return Queue(
-        name, kind="quorum", dead_letter=f"{name}.dlq", delivery_limit=DELIVERY_LIMIT
-    )
+    return Queue(name, kind="quorum", dead_letter=f"{name}.dlq", delivery_limit=DELIVERY_LIMIT)
 
 
 def _record(results: str, line: str) -> None:
@@ -45,11 +43,12 @@ def _record(results: str, line: str) -> None:
 
 
 def make_app() -> App:
-    app = App(name="tw-cluster-worker", prefetch=int(os.environ.get("CLUSTER_TEST_PREFETCH", "300")))
+    app = App(
+        name="tw-cluster-worker", prefetch=int(os.environ.get("CLUSTER_TEST_PREFETCH", "300"))
+    )
     results = os.environ.get("CLUSTER_TEST_RESULTS", ".")
-    throttle = os.path.join(results, "throttle")
+    hold = os.path.join(results, "hold")
     pause = float(os.environ.get("CLUSTER_TEST_SLEEP", "0.02"))
-    slow = float(os.environ.get("CLUSTER_TEST_SLOW", "0.5"))
 
     @app.amqp.consume(
         [queue(os.environ.get("CLUSTER_TEST_QUEUE", "tw-cluster-unset"))],
@@ -58,7 +57,9 @@ def make_app() -> App:
         declare=True,
     )
     async def handle(messages: list[Message]) -> None:
-        await trio.sleep(slow if os.path.exists(throttle) else pause)
+        await trio.sleep(pause)
+        while os.path.exists(hold):
+            await trio.sleep(0.05)
         _record(results, " ".join(m.body.decode() for m in messages))
 
     return app

@@ -112,8 +112,9 @@ async def test_killing_the_leader_then_a_workers_node_loses_no_message(
             "2,000 more handled after the leader's kill, no worker on it",
         )
         # ---- then the node a worker is connected to, once the first one is back -------
-        # Slowed down meanwhile, so that messages are left for the second kill.
-        (results / "throttle").touch()
+        # Held meanwhile, so that messages are left (some unacknowledged, in the workers'
+        # hands) for the second kill.
+        (results / "hold").touch()
         await trio.to_thread.run_sync(cluster.restart, leader)
         node = workers[1].node()
         assert node is not None
@@ -121,7 +122,7 @@ async def test_killing_the_leader_then_a_workers_node_loses_no_message(
         exposed += [w for w in workers if w.on(victim)]
         at_second_kill = handled()
         await trio.to_thread.run_sync(cluster.kill, victim)
-        (results / "throttle").unlink()
+        (results / "hold").unlink()
         assert at_second_kill < TOTAL, "everything was handled before the second kill"
 
         await wait_for(

@@ -7,9 +7,10 @@ built here once and reused: ``.venv-nameko/`` at the top of the checkout (git-ig
 marks a finished build; a build that was interrupted, or one of other pins, is thrown away
 and made again. A lock keeps two test sessions from building it at once.
 
-The pins are the set checked to install and run on Python 3.11 (nameko 2.14.1 was released
-in 2021; its open-ended dependencies have moved on since, and an untested mix is a test
-failure waiting for the day PyPI changes). Run it by hand with ``python tests/nameko/venv.py``.
+The pins are the set checked to install and run on Python 3.11 and 3.12 (nameko 2.14.1
+was released in 2021; its open-ended dependencies have moved on since, and an untested mix
+is a test failure waiting for the day PyPI changes). Run it by hand with
+``python tests/nameko/venv.py``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ REQUIREMENTS = (
     "urllib3==2.8.0",
     "certifi==2026.10.19.post1",
     "packaging==26.4",
+    # nameko's CLI imports pkg_resources: a venv of Python 3.12+ comes without setuptools.
+    "setuptools==75.8.2",
 )
 
 

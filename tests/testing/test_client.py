@@ -18,6 +18,7 @@ from trioworker import (
     SSEEvent,
     StartupError,
 )
+from trioworker.pipeline import Health
 from trioworker.testing import DrainTimeout, TestClient
 
 
@@ -271,3 +272,132 @@ async def test_a_route_default_decision_still_applies() -> None:
         await client.publish({}, routing_key="defaults")
         await client.drain()
         assert client.queue("defaults").rejected == 1
+
+
+async def test_the_app_s_vhosts_exist_on_the_memory_broker() -> None:
+    app = make_app(amqp_url="amqp://guest:guest@rabbit.example.com/orders")
+    seen: list[tuple[str, Any]] = []
+
+    @app.amqp.consume(["main"], declare=True)
+    async def main(messages: list[Message]) -> None:
+        seen.extend(("orders", m.json()) for m in messages)
+
+    @app.amqp.consume(["audit"], declare=True, vhost="audit")
+    async def audit(messages: list[Message]) -> None:
+        seen.extend(("audit", m.json()) for m in messages)
+
+    async with TestClient(app) as client:
+        await client.publish(1, routing_key="main")  # the client is on the app's vhost
+        await client.drain()
+        assert client.broker is not None
+        assert client.broker.queues("orders") == ["main"]
+        assert client.broker.queues("audit") == ["audit"]
+    assert seen == [("orders", 1)]
+
+
+async def test_a_broker_of_your_own_must_be_running() -> None:
+    from trioworker.testing import MemoryBroker
+
+    broker = MemoryBroker()
+    with pytest.raises(RuntimeError, match="is not running"):
+        async with TestClient(make_app(), broker=broker):
+            pytest.fail("the block must not run")
+    async with broker.running(), TestClient(make_app(), broker=broker) as client:
+        assert client.broker is broker
+
+
+async def test_drain_works_on_a_mock_clock_that_stands_still(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    app = make_app(grace_period=0.1)
+    handled: list[int] = []
+
+    @app.amqp.consume(["frozen"], declare=True, bulk_size=10, retry=Retry(attempts=2))
+    async def handle(messages: list[Message]) -> None:
+        handled.extend(m.attempt for m in messages)
+        if messages[0].attempt == 1:
+            raise ConnectionError("once")
+
+    @app.amqp.consume(["sleepy"], declare=True)
+    async def sleepy(messages: list[Message]) -> None:
+        await trio.sleep(3600)  # only a moved clock ends this
+
+    async with TestClient(app) as client:
+        await client.publish(1, routing_key="frozen")
+        await client.drain(timeout=5)  # the flush and the retry delay need no clock
+        assert handled == [1, 2]
+        await client.publish(2, routing_key="sleepy")
+        with pytest.raises(DrainTimeout, match=r"sleepy.*MockClock stands still"):
+            await client.drain(timeout=0.2)  # real seconds: the frozen clock never gets there
+        await client.advance(3600)
+        await client.drain(timeout=5)
+
+
+async def test_an_http_handler_publishing_starts_amqp_on_the_test_broker() -> None:
+    app = make_app(amqp_url="amqp://guest:guest@unreachable.invalid/%2F")
+
+    @app.http.post("/events")
+    async def receive(request: Request) -> dict[str, bool]:
+        await app.amqp.publish(await request.json(), routing_key="events", timeout=5)
+        return {"queued": True}
+
+    async with TestClient(app) as client:
+        await client.declare(Queue("events"))
+        response = await client.http.post("/events", json={"kind": "signup"})
+        assert response.json() == {"queued": True}
+        await client.drain()
+        assert [m.json() for m in client.queue("events").messages] == [{"kind": "signup"}]
+        assert [m.routing_key for m in client.published] == ["events"]
+
+
+class CrashingBackend:
+    """A backend with a bug: it raises once the app runs."""
+
+    name = "crashing"
+    active = True
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await trio.sleep(0.01)
+        raise ZeroDivisionError("a bug in a backend")
+
+    def stop(self) -> None:
+        pass
+
+    def health(self) -> Health:
+        return Health(True)
+
+
+async def test_a_crashing_backend_comes_out_of_the_block_unwrapped() -> None:
+    app = make_app()
+    app.add_backend(CrashingBackend())
+    with pytest.raises(ZeroDivisionError, match="a bug in a backend"):
+        async with TestClient(app):
+            await trio.sleep_forever()  # cancelled by the crash
+
+
+async def test_concurrent_publishes_and_calls_share_the_client_s_channels() -> None:
+    app = make_app()
+    got: list[int] = []
+
+    @app.amqp.consume(["many"], declare=True, bulk_size=50, flush_interval=60)
+    async def handle(messages: list[Message]) -> None:
+        got.extend(m.json() for m in messages)
+
+    @app.amqp.rpc("double")
+    async def double(message: Message) -> int:
+        return int(message.json()) * 2
+
+    replies: list[int] = []
+    async with TestClient(app) as client:
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(client.publish, i, "many")
+
+                async def call(i: int = i) -> None:
+                    replies.append(await client.call("double", i))
+
+                nursery.start_soon(call)
+        await client.drain()
+    assert sorted(got) == list(range(20))
+    assert sorted(replies) == [2 * i for i in range(20)]

@@ -141,18 +141,21 @@ class RpcClient:
             return
         codec = codec_for(props.content_type, props.content_encoding, pending.codec)
         try:
-            value = codec.decode(delivery.body)
+            # A codec with an envelope (amqp_worker) says in the body whether it failed.
+            ok, value = codec.decode_reply(delivery.body)
         except CodecError as exc:
             pending.resolve(False, exc)
             return
-        if (props.headers or {}).get(RPC_ERROR_HEADER):
-            error = value.get("error", {}) if isinstance(value, dict) else {}
+        if ok and (props.headers or {}).get(RPC_ERROR_HEADER):
+            ok, value = False, value.get("error", {}) if isinstance(value, dict) else {}
+        if ok:
+            pending.resolve(True, value)
+        else:
+            error = value if isinstance(value, dict) else {}
             pending.resolve(
                 False,
                 RemoteError(str(error.get("type", "Error")), str(error.get("message", ""))),
             )
-        else:
-            pending.resolve(True, value)
 
     def _on_return(self, returned: Returned) -> None:
         try:

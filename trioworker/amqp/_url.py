@@ -169,7 +169,10 @@ def _parse(url: str) -> ConnectionParameters:
         raise URLError(f"invalid AMQP URL {safe!r}: {detail}")
     in_process = parts.scheme in IN_PROCESS_SCHEMES
     if parts.scheme not in ("amqp", "amqps") and not in_process:
-        raise URLError(f"AMQP URL must start with amqp://, amqps:// or memory://, got {safe!r}")
+        raise URLError(
+            f"AMQP URL must start with amqp:// or amqps:// (or memory:// for an in-memory "
+            f"broker), got {safe!r}"
+        )
     tls = parts.scheme == "amqps"
     path = parts.path
     if path.startswith("/"):

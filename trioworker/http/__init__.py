@@ -8,6 +8,8 @@ they serve with and imports nothing of the framework. See docs/http.md.
 from ._errors import BadRequest, HTTPError, PayloadTooLarge, RequestTimeout
 from ._request import Headers, QueryParams, Request
 from ._response import Response
+from ._websocket import WebSocket, WebSocketDisconnect, WebSocketState
+from ._ws_rpc import RPCFunctions, RPCMalformedMessage, RPCTargetDoesNotExist
 
 __all__ = [
     "BadRequest",
@@ -15,7 +17,13 @@ __all__ = [
     "Headers",
     "PayloadTooLarge",
     "QueryParams",
+    "RPCFunctions",
+    "RPCMalformedMessage",
+    "RPCTargetDoesNotExist",
     "Request",
     "RequestTimeout",
     "Response",
+    "WebSocket",
+    "WebSocketDisconnect",
+    "WebSocketState",
 ]

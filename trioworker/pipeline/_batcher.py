@@ -149,17 +149,19 @@ class Batcher(Generic[T]):
         """True once :meth:`close` was called."""
         return self._closed
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
         """Hand the bulk filling up to the handler now, as if its ``flush_interval`` had
-        run out (it counts as flushed by time). A no-op when no bulk is filling up.
+        run out (it counts as flushed by time); return whether one was filling up.
 
         For a caller that knows no more items can come before the flush would happen: a
         test's ``drain()`` on the in-memory broker, which would otherwise wait the whole
         interval (60 s by default) in real time for nothing.
         """
-        if self._filling:
-            self._flush_now = True
-            self._lot.unpark_all()
+        if not self._filling or self._flush_now:
+            return False
+        self._flush_now = True
+        self._lot.unpark_all()
+        return True
 
     def put(self, item: T) -> None:
         """Add an item (never blocks: the source bounds how many are in flight).

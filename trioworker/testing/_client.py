@@ -21,9 +21,9 @@ calls its ASGI app in-process) and SSE streams are read from the client's feeds
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import trio
@@ -35,6 +35,9 @@ from ..backends.amqp._declare import declare_topology
 from ..backends.amqp._registration import vhost_url
 from ..backends.amqp._topology import Exchange, Queue
 from ..codecs import Codec
+from ._app_setup import http_client, redirected
+from ._broker import MemoryBroker
+from ._broker._registry import lookup
 from ._clock import advance_clock
 from ._connection import ClientConnection
 from ._drain import DrainTimeout, drain_memory, drain_polling, watched_queues
@@ -46,7 +49,6 @@ from ._sse import SSEFeed, SSEFeeds
 
 if TYPE_CHECKING:
     from .. import App
-    from ._broker import MemoryBroker
 
 __all__ = ["TestClient"]
 
@@ -114,15 +116,16 @@ class TestClient:
     @asynccontextmanager
     async def _run(self) -> AsyncIterator[TestClient]:
         error: BaseException | None = None
+        self._feeds = SSEFeeds()  # what a previous block sent and nobody read is gone
         async with trio.open_nursery() as nursery:
             stop_broker = trio.Event()
             try:
                 target = await self._start_broker(nursery, stop_broker)
                 self._connection = ClientConnection(vhost_url(target, self._vhost), nursery)
-                with self._app_redirected(target):
+                with redirected(self.app, target, self._memory, self._bind_http, self._feeds):
                     async with open_app(self.app):
                         try:
-                            async with self._http_client() as http:
+                            async with http_client(self.app, self._bind_http) as http:
                                 self._http = http
                                 yield self
                         finally:
@@ -143,38 +146,17 @@ class TestClient:
         if isinstance(broker, str):
             return broker
         if broker is None:
-            from ._broker import MemoryBroker
-
             broker = MemoryBroker()
             await nursery.start(_run_memory_broker, broker, stop)
+        elif lookup(broker.name) is not broker:
+            # Else the app, finding no broker at its memory:// URL, would run one of its own.
+            raise RuntimeError(
+                f"{broker!r} is not running: run it (`async with broker.running():`) around "
+                "the TestClient, or let the client run its own (broker=None)"
+            )
         self._memory = broker
         self._published = OwnPublishes(broker, self._vhost)
         return broker.url
-
-    @contextmanager
-    def _app_redirected(self, url: str) -> Iterator[None]:
-        app = self.app
-        http_bind, sse_transport = app.http.bind_socket, app.sse.transport
-        app.amqp.redirect(url)
-        app.http.bind_socket = self._bind_http
-        app.sse.transport = self._feeds
-        try:
-            yield
-        finally:
-            app.amqp.redirect(None)
-            app.http.bind_socket = http_bind
-            app.sse.transport = sse_transport
-
-    @asynccontextmanager
-    async def _http_client(self) -> AsyncIterator[httpx.AsyncClient]:
-        if self._bind_http:
-            client = httpx.AsyncClient(base_url=self.app.http.url)
-        else:
-            asgi = cast("Any", self.app.http.asgi)  # ASGI 3 with plain dicts
-            transport = httpx.ASGITransport(app=asgi)
-            client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
-        async with client:
-            yield client
 
     # ------------------------------------------------------------ the broker
 
@@ -318,8 +300,9 @@ class TestClient:
         RabbitMQ drain waits for them for real, watching the queues the app consumes and
         their retry delay queues — and ``queues``: others to wait for until they are empty
         (one whose messages expire into a queue the app consumes). Raises
-        :class:`DrainTimeout` with what is still busy after ``timeout`` seconds (``None``:
-        the client's ``drain_timeout``; ``math.inf``: no limit).
+        :class:`DrainTimeout` with what is still busy after ``timeout`` real seconds
+        (``None``: the client's ``drain_timeout``; ``math.inf``: no limit), whatever trio's
+        clock.
         """
         await self._wait_idle(self.drain_timeout if timeout is None else timeout, queues)
 

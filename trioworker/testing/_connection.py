@@ -30,6 +30,7 @@ class ClientConnection:
         self._url = url
         self._nursery = nursery
         self._lock = trio.Lock()
+        self._channel_lock = trio.Lock()
         self._closing = trio.Event()
         self._connection: Connection | None = None
         self._channel: Channel | None = None
@@ -45,20 +46,23 @@ class ClientConnection:
             return self._connection
 
     async def publish_channel(self) -> Channel:
-        """A channel in confirm mode (one, reused; reopened if the broker closed it)."""
-        if self._channel is None or self._channel.is_closed:
-            conn = await self.connection()
-            channel = await conn.open_channel()
-            await channel.confirm_select()
-            self._channel = channel
-        return self._channel
+        """A channel in confirm mode (one, reused; reopened if the broker closed it, as it
+        does after a publish to an exchange that does not exist)."""
+        async with self._channel_lock:  # concurrent publishes share one channel
+            if self._channel is None or self._channel.is_closed:
+                conn = await self.connection()
+                channel = await conn.open_channel()
+                await channel.confirm_select()
+                self._channel = channel
+            return self._channel
 
     async def rpc_client(self) -> RpcClient:
         """The RPC client (direct reply-to), on a channel of its own."""
-        if self._rpc is None or self._rpc.channel.is_closed:
-            conn = await self.connection()
-            self._rpc = await self._nursery.start(self._hold_rpc, conn)
-        return self._rpc
+        async with self._channel_lock:
+            if self._rpc is None or self._rpc.channel.is_closed:
+                conn = await self.connection()
+                self._rpc = await self._nursery.start(self._hold_rpc, conn)
+            return self._rpc
 
     @asynccontextmanager
     async def channel(self) -> AsyncIterator[Channel]:

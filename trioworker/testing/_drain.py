@@ -21,6 +21,7 @@ The two brokers are asked differently:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -113,18 +114,46 @@ def watched_queues(app: App) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def flush_bulks(app: App) -> None:
-    """Hand every bulk filling up to its handler now (AMQP routes and SSE streams)."""
-    for sup in app.amqp.supervisors:
-        for run in sup.runs():
-            run.flush()
-    for stream_run in app.sse.runs:
-        stream_run.batcher.flush()
+def flush_bulks(app: App) -> bool:
+    """Hand every bulk filling up to its handler now (AMQP routes and SSE streams); return
+    whether there was one."""
+    flushed = [run.flush() for sup in app.amqp.supervisors for run in sup.runs()]
+    flushed += [stream_run.batcher.flush() for stream_run in app.sse.runs]
+    return any(flushed)
 
 
 def _timeout(timeout: float | None, what: list[str]) -> DrainTimeout:
     detail = "; ".join(what) or "the broker still had messages to deliver"
+    if _frozen_clock():
+        detail += (
+            " (trio's MockClock stands still: what waits for time needs client.advance(), "
+            "or mock_clock.autojump_threshold = 0)"
+        )
     return DrainTimeout(f"drain(): still busy after {timeout} s: {detail}")
+
+
+def _frozen_clock() -> bool:
+    clock = trio.lowlevel.current_clock()
+    return (
+        isinstance(clock, trio.testing.MockClock)
+        and clock.rate == 0
+        and clock.autojump_threshold == math.inf
+    )
+
+
+async def _pause(seconds: float) -> None:
+    """Let ``seconds`` pass before looking again — real ones when trio's clock is a
+    MockClock that stands still (a sleep on it would never end)."""
+    if _frozen_clock():
+        await trio.to_thread.run_sync(time.sleep, seconds)
+    else:
+        await trio.sleep(seconds)
+
+
+def _deadline(timeout: float | None) -> float:
+    """Drain timeouts are real seconds, whatever trio's clock: on a MockClock that jumps,
+    virtual time is free, and on one that stands still it never passes."""
+    return time.monotonic() + (math.inf if timeout is None else timeout)
 
 
 async def drain_memory(
@@ -132,29 +161,29 @@ async def drain_memory(
     broker: _MemoryBroker,
     feeds: SSEFeeds | None,
     *,
-    timeout: float | None,  # noqa: ASYNC109 - reported in DrainTimeout
+    timeout: float | None,  # noqa: ASYNC109 - real seconds, reported in DrainTimeout
     skip_ttl: bool = True,
 ) -> None:
     """Drain an app running on the memory broker (see the module docstring)."""
-    last: list[str] = []
-    with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
-        while True:
-            await trio.testing.wait_all_tasks_blocked()
-            last = app_activity(app, feeds)
-            broker_idle = broker.is_idle()
-            if not last and broker_idle:
-                expiry = broker.next_expiry() if skip_ttl else None
-                if expiry is None:
-                    return
-                broker.fast_forward(max(0.0, expiry - broker.now()))
-                continue
-            # Nothing can run: a bulk filling up waits for time only. Hand it over.
-            flush_bulks(app)
-            if not broker_idle and not last:
-                last = ["the memory broker has deliveries in flight"]
-            await trio.sleep(MEMORY_RETRY)
-    if scope.cancelled_caught:
-        raise _timeout(timeout, last)
+    deadline = _deadline(timeout)
+    while True:
+        await trio.testing.wait_all_tasks_blocked()
+        busy = app_activity(app, feeds)
+        broker_idle = broker.is_idle()
+        if not busy and broker_idle:
+            expiry = broker.next_expiry() if skip_ttl else None
+            if expiry is None:
+                return
+            broker.fast_forward(max(0.0, expiry - broker.now()))
+            continue
+        # Nothing can run: a bulk filling up waits for time only. Hand it over at once.
+        if flush_bulks(app):
+            continue
+        if time.monotonic() >= deadline:
+            raise _timeout(timeout, busy or ["the memory broker has deliveries in flight"])
+        # Busy, and every task waits: for time (a route backing off, a handler sleeping)
+        # or for a thread (a sync handler).
+        await _pause(MEMORY_RETRY)
 
 
 async def drain_polling(
@@ -162,23 +191,22 @@ async def drain_polling(
     broker_activity: Callable[[], Awaitable[list[str]]],
     feeds: SSEFeeds | None,
     *,
-    timeout: float | None,  # noqa: ASYNC109 - reported in DrainTimeout
+    timeout: float | None,  # noqa: ASYNC109 - real seconds, reported in DrainTimeout
 ) -> None:
     """Drain an app running on a real broker: poll until it looks idle several times in a
     row with nothing received in between (see the module docstring)."""
-    last: list[str] = []
+    deadline = _deadline(timeout)
     looks = 0
     seen = -1
-    with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
-        while True:
-            last = app_activity(app, feeds)
-            if not last:
-                last = await broker_activity()
-            now_seen = received(app)
-            looks = looks + 1 if not last and now_seen == seen else 0
-            seen = now_seen
-            if looks >= IDLE_LOOKS:
-                return
-            await trio.sleep(POLL_INTERVAL)
-    if scope.cancelled_caught:
-        raise _timeout(timeout, last)
+    while True:
+        busy = app_activity(app, feeds)
+        if not busy:
+            busy = await broker_activity()
+        now_seen = received(app)
+        looks = looks + 1 if not busy and now_seen == seen else 0
+        seen = now_seen
+        if looks >= IDLE_LOOKS:
+            return
+        if time.monotonic() >= deadline:
+            raise _timeout(timeout, busy)
+        await _pause(POLL_INTERVAL)

@@ -35,9 +35,10 @@ class RawClient:
     async def receive(self) -> tuple[int, Any]:
         """The next frame (heartbeats skipped); ``(0, None)`` at EOF."""
         while True:
-            while len(self.buffer) < 7 or len(self.buffer) < 8 + struct.unpack_from(
-                ">I", self.buffer, 3
-            )[0]:
+            while (
+                len(self.buffer) < 7
+                or len(self.buffer) < 8 + struct.unpack_from(">I", self.buffer, 3)[0]
+            ):
                 data = await self.stream.receive_some(65536)
                 if not data:
                     return 0, None
@@ -88,7 +89,10 @@ async def raw_client(broker: MemoryBroker, *, channel: bool = True) -> AsyncIter
     )
     _, tune = await client.until("Connection.Tune")
     await client.send(
-        0, commands.Connection.TuneOk(channel_max=tune.channel_max, frame_max=tune.frame_max, heartbeat=0)
+        0,
+        commands.Connection.TuneOk(
+            channel_max=tune.channel_max, frame_max=tune.frame_max, heartbeat=0
+        ),
     )
     await client.send(0, commands.Connection.Open(virtual_host="/"))
     await client.until("Connection.OpenOk")

@@ -17,6 +17,7 @@ from trioworker.amqp import (
 from trioworker.testing import MemoryBroker
 
 from .raw import PROTOCOL_HEADER, RawClient, open_stream, raw_client
+from .util import until
 
 
 async def test_the_real_client_connects_and_sees_the_broker(mbroker: MemoryBroker) -> None:
@@ -26,9 +27,7 @@ async def test_the_real_client_connects_and_sees_the_broker(mbroker: MemoryBroke
         assert conn.frame_max == 131072
         assert conn.heartbeat == 60
         assert mbroker.connections == 1
-    with trio.fail_after(5):
-        while mbroker.connections:
-            await trio.sleep(0.01)
+    await until(lambda: mbroker.connections == 0)
 
 
 async def test_wrong_password_is_refused_with_403(mbroker: MemoryBroker) -> None:
@@ -53,9 +52,8 @@ async def test_unknown_vhost_is_530(mbroker: MemoryBroker) -> None:
         async with connect(mbroker.url + "prod"):
             pass
     mbroker.add_vhost("prod")
-    async with connect(mbroker.url + "prod") as conn:
-        async with conn.channel() as ch:
-            await ch.queue_declare("only-in-prod")
+    async with connect(mbroker.url + "prod") as conn, conn.channel() as ch:
+        await ch.queue_declare("only-in-prod")
     assert mbroker.queues("prod") == ["only-in-prod"]
     assert mbroker.queues() == []
 
@@ -86,11 +84,10 @@ async def test_leaving_running_closes_connections_with_320() -> None:
             except ConnectionClosedError as error:
                 errors.append(error)
 
-    async with trio.open_nursery() as nursery:
-        async with broker.running():
-            ready = trio.Event()
-            nursery.start_soon(client, ready)
-            await ready.wait()
+    async with trio.open_nursery() as nursery, broker.running():
+        ready = trio.Event()
+        nursery.start_soon(client, ready)
+        await ready.wait()
     assert [(e.reply_code, e.reply_text) for e in errors] == [
         (320, "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'")
     ]
@@ -138,7 +135,10 @@ async def test_a_frame_on_a_channel_never_opened_is_504(mbroker: MemoryBroker) -
     async with raw_client(mbroker) as client:
         await client.send(7, commands.Queue.Declare(queue="x"))
         _, close = await client.until("Connection.Close")
-        assert (close.reply_code, close.reply_text) == (504, "CHANNEL_ERROR - expected 'channel.open'")
+        assert (close.reply_code, close.reply_text) == (
+            504,
+            "CHANNEL_ERROR - expected 'channel.open'",
+        )
         await client.send(0, commands.Connection.CloseOk())
         assert await client.at_eof()
 
@@ -158,7 +158,9 @@ async def test_a_client_that_falls_silent_is_dropped_after_two_heartbeats(
             ),
         )
         await client.until("Connection.Tune")
-        await client.send(0, commands.Connection.TuneOk(channel_max=10, frame_max=131072, heartbeat=5))
+        await client.send(
+            0, commands.Connection.TuneOk(channel_max=10, frame_max=131072, heartbeat=5)
+        )
         await client.send(0, commands.Connection.Open(virtual_host="/"))
         await client.until("Connection.OpenOk")
         started = trio.current_time()
@@ -191,3 +193,22 @@ async def test_heartbeats_keep_an_idle_connection_open(
         assert not conn.is_closed
         async with conn.channel() as ch:
             await ch.queue_declare("alive")
+
+
+async def test_an_internal_error_closes_only_that_connection(
+    mbroker: MemoryBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trioworker.testing._broker._vhost import VHost
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in the broker")
+
+    async with connect(mbroker.url) as bystander, connect(mbroker.url) as victim:
+        monkeypatch.setattr(VHost, "declare_queue", broken)
+        async with victim.channel() as ch:
+            with pytest.raises(ConnectionClosedError) as info:
+                await ch.queue_declare("boom")
+        assert info.value.reply_code == 541
+        monkeypatch.undo()
+        async with bystander.channel() as ch:
+            await ch.queue_declare("fine")

@@ -22,7 +22,7 @@ async def _setup(ch: Channel, **queues: dict) -> None:
 
 
 def _recent(value: object) -> bool:
-    now = datetime.datetime.now(tz=datetime.timezone.utc)
+    now = datetime.datetime.now(tz=datetime.UTC)
     return isinstance(value, datetime.datetime) and abs((now - value).total_seconds()) < 60
 
 
@@ -30,7 +30,9 @@ async def test_a_rejected_message_carries_x_death(conn: Connection, mbroker: Mem
     async with conn.channel() as ch:
         await _setup(ch, src=DLX)
         await ch.basic_publish(
-            b"m", routing_key="src", properties=BasicProperties(headers={"mine": 1}, message_id="m1")
+            b"m",
+            routing_key="src",
+            properties=BasicProperties(headers={"mine": 1}, message_id="m1"),
         )
         delivery = await ch.basic_get("src")
         assert delivery is not None
@@ -62,7 +64,9 @@ async def test_an_expired_message_keeps_its_expiration_in_the_record(
 ) -> None:
     async with conn.channel() as ch:
         await _setup(ch, delay={**DLX, "x-message-ttl": 60_000})
-        await ch.basic_publish(b"m", routing_key="delay", properties=BasicProperties(expiration="1500"))
+        await ch.basic_publish(
+            b"m", routing_key="delay", properties=BasicProperties(expiration="1500")
+        )
         mbroker.fast_forward(1.5)
     [dead] = mbroker.queue("dlq").messages
     assert dead.properties.expiration is None  # removed, or it would expire again
@@ -74,13 +78,20 @@ async def test_an_expired_message_keeps_its_expiration_in_the_record(
     )
 
 
-async def test_repeated_deaths_count_up_and_move_first(conn: Connection, mbroker: MemoryBroker) -> None:
+async def test_repeated_deaths_count_up_and_move_first(
+    conn: Connection, mbroker: MemoryBroker
+) -> None:
     # The framework's retry loop: main -> delay queue (TTL) -> back to main, twice.
     async with conn.channel() as ch:
         await ch.confirm_select()
         await ch.queue_declare("main")
         await ch.queue_declare(
-            "main.retry", arguments={"x-message-ttl": 1000, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "main"}
+            "main.retry",
+            arguments={
+                "x-message-ttl": 1000,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": "main",
+            },
         )
         await ch.basic_publish(b"m", routing_key="main.retry")
         mbroker.fast_forward(1)
@@ -102,7 +113,9 @@ async def test_max_length_dead_letters_the_head_through_an_exchange(
         await ch.confirm_select()
         await ch.queue_declare("overflow")
         await ch.queue_bind("overflow", "amq.topic", "capped.#")
-        await ch.queue_declare("capped", arguments={"x-max-length": 1, "x-dead-letter-exchange": "amq.topic"})
+        await ch.queue_declare(
+            "capped", arguments={"x-max-length": 1, "x-dead-letter-exchange": "amq.topic"}
+        )
         await ch.basic_publish(b"1", routing_key="capped")
         await ch.basic_publish(b"2", routing_key="capped")
     [dead] = mbroker.queue("overflow").messages

@@ -31,7 +31,11 @@ def _shortstr(value: str) -> bytes:
 def test_deliver(channel: int, ctag: str, tag: int, redelivered: bool, ex: str, rk: str) -> None:
     expected = frame.marshal(
         commands.Basic.Deliver(
-            consumer_tag=ctag, delivery_tag=tag, redelivered=redelivered, exchange=ex, routing_key=rk
+            consumer_tag=ctag,
+            delivery_tag=tag,
+            redelivered=redelivered,
+            exchange=ex,
+            routing_key=rk,
         ),
         channel,
     )

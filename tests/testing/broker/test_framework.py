@@ -4,7 +4,6 @@ delays are skipped with ``fast_forward``, the dead-letter queue, RPC, ``memory:/
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import pytest
 import trio
@@ -13,11 +12,7 @@ from trioworker import App, Message, Queue, Retry, StartupError, open_app
 from trioworker.amqp import NoRouteError, RemoteError, rpc_client
 from trioworker.testing import MemoryBroker
 
-
-async def until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    with trio.fail_after(within):
-        while not predicate():
-            await trio.sleep(0.005)
+from .util import until
 
 
 def _app(broker: MemoryBroker, **options: object) -> App:
@@ -47,7 +42,11 @@ async def test_a_bulk_route_with_per_message_decisions(mbroker: MemoryBroker) ->
     assert sorted(n for bulk in bulks for n in bulk) == sorted([*range(10), 2, 5, 8])
     assert all(len(bulk) <= 5 for bulk in bulks)
     assert (view.rejected, view.requeued, view.dead_lettered) == (3, 3, 3)
-    assert [m.json() for m in mbroker.queue("orders.dlq").messages] == [{"n": 1}, {"n": 4}, {"n": 7}]
+    assert [m.json() for m in mbroker.queue("orders.dlq").messages] == [
+        {"n": 1},
+        {"n": 4},
+        {"n": 7},
+    ]
     assert mbroker.queue("orders.dlq").messages[0].properties.delivery_mode == 2
 
 

@@ -33,7 +33,9 @@ def _bodies(broker: MemoryBroker, queue: str) -> list[bytes]:
     return [m.body for m in broker.queue(queue).messages]
 
 
-async def test_default_exchange_routes_by_queue_name(conn: Connection, mbroker: MemoryBroker) -> None:
+async def test_default_exchange_routes_by_queue_name(
+    conn: Connection, mbroker: MemoryBroker
+) -> None:
     async with conn.channel() as ch:
         await ch.confirm_select()
         await ch.queue_declare("named")

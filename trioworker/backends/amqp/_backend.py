@@ -353,15 +353,13 @@ class AMQPBackend(Sending):
                 return
             if self.app.shutting_down:  # started on demand by a draining handler: no routes
                 self._consuming_stopped = True
-            urls = [u for urls in self._connections.values() for u in urls]
-            urls += [u for key in self._supervisors for u in self._url_for(*key)]
+            urls = [u for key in self._supervisors for u in self._url_for(*key)]
+            urls += [u for urls in self._connections.values() for u in urls]
             brokers: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
-            if any(url.startswith("memory:") for url in urls):
-                # memory:// with no broker of that name running: the app runs its own
-                # (docs/memory-broker.md). Imported here: other apps never load it.
-                from ...testing._broker import serve_memory_urls
+            if any(url.startswith("memory:") for url in urls):  # docs/memory-broker.md
+                from ...testing._broker import serve_memory_urls  # only memory:// apps load it
 
-                brokers = serve_memory_urls(urls)
+                brokers = serve_memory_urls(urls)  # for names no broker runs under yet
             async with brokers, trio.open_nursery() as nursery:
                 for sup in self._supervisors.values():
                     sup.reset()
@@ -411,13 +409,9 @@ class AMQPBackend(Sending):
             sup.stop()
 
     def redirect(self, url: str | None) -> None:
-        """Point every connection of the app at the broker of ``url``, each keeping its
-        vhost (the URLs configured before, a cluster's nodes too, are replaced);
-        ``redirect(None)`` puts the configured URLs back.
-
-        What ``TestClient`` uses to run an app against its own broker (and to leave the
-        app as it found it). Only before the app runs: :class:`RuntimeError` while it runs.
-        """
+        """Point every connection at the broker of ``url``, each keeping its vhost (what
+        ``TestClient`` does); ``redirect(None)`` puts the configured URLs back. Only before
+        the app runs (:class:`RuntimeError`)."""
         if self._nursery is not None:
             raise RuntimeError("app.amqp.redirect() cannot move the connections of a running app")
         if url is None:

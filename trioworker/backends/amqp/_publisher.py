@@ -234,7 +234,7 @@ class Publisher:
                 self.renacked += 1
                 self._retire(channel)
                 await trio.sleep(backoff_delay(nacks - 1, cap=NACK_RETRY_CAP))
-            except AMQPConnectionError:
+            except AMQPConnectionError as exc:
                 if self._ended:
                     raise  # the app stopped: no connection will come
                 losses += 1
@@ -242,7 +242,11 @@ class Publisher:
                     # The caller is gone with its node: RabbitMQ (3.10) closes the
                     # connection that publishes to a reply-to address on a dead node (541),
                     # every time. Its reply is worth nothing now (the call failed at once).
-                    raise
+                    raise ConnectionLostError(
+                        f"reply given up after {losses} connections died publishing it: "
+                        f"its caller is most likely gone (last: {exc}); RabbitMQ closes "
+                        "a connection that replies to a caller whose node is down"
+                    ) from exc
                 self.republished += 1  # lost unconfirmed: again on the next connection
 
     def _retire(self, channel: Channel) -> None:

@@ -130,9 +130,9 @@ class RouteRun:
             "unsettled": sum(t.outstanding for t in self._trackers if not t.channel.is_closed),
         }
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
         """Hand the bulk filling up to the handler now (see :meth:`Batcher.flush`)."""
-        self._batcher.flush()
+        return self._batcher.flush()
 
     # ----------------------------------------------------------- decisions
 

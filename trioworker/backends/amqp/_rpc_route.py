@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ...amqp import RPC_ERROR_HEADER as ERROR_HEADER
-from ...amqp import AMQPError, BasicProperties
+from ...amqp import AMQPError
 from ...codecs import Codec, CodecError
 from ...pipeline._handlers import Handler, adapt
 from ._decoding import Decoding
 from ._log_fields import message_fields
 from ._message import Message, use_decoding
+from ._rpc_reply import data_body, reply_message
 from ._typed import BodyType, InvalidBody, body_type
 
 if TYPE_CHECKING:
@@ -136,7 +136,8 @@ def rpc_handler(
         raise ValueError("concurrency must be at least 1")
     decoding = Decoding(codec, accept)
     use = decoding.codec
-    typed = body_type(handler)
+    # An enveloped codec (amqp_worker) calls a plain handler with the request's value.
+    typed = body_type(handler) or data_body(handler, use)
     with_message = typed is not None and typed.with_messages
     if typed is not None and typed.many:
         raise TypeError("an RPC handler takes one request, not a list")
@@ -171,7 +172,8 @@ def rpc_handler(
             )
             return
         use_decoding(message, decoding)
-        error = False
+        result: Any = None
+        failure: BaseException | None = None  # the reply is an error reply for it
         try:
             # The reply goes back in the codec the request came in, if the route takes it.
             reply_codec = decoding.decoder(message)
@@ -188,8 +190,7 @@ def rpc_handler(
                 exc,
                 extra=message_fields(message),
             )
-            result: Any = _envelope(exc)
-            error = True
+            failure = exc
         else:
             try:
                 args = (argument, message) if with_message else (argument,)
@@ -199,13 +200,7 @@ def rpc_handler(
                     with trio.fail_after(timeout):
                         result = await run(*args)
             except trio.TooSlowError:
-                result = {
-                    "error": {
-                        "type": "TimeoutError",
-                        "message": f"handler did not finish within {timeout} s",
-                    }
-                }
-                error = True
+                failure = TimeoutError(f"handler did not finish within {timeout} s")
                 log.error(
                     "RPC handler for %r timed out after %s s",
                     message.queue,
@@ -216,8 +211,7 @@ def rpc_handler(
                 log.exception(
                     "RPC handler for %r raised", message.queue, extra=message_fields(message)
                 )
-                result = _envelope(exc)
-                error = True
+                failure = exc
         if not props.reply_to:
             log.info(
                 "RPC request %d on %r has no reply_to: result dropped",
@@ -227,7 +221,7 @@ def rpc_handler(
             )
             return
         try:
-            body = reply_codec.encode(result)
+            body, reply_props = reply_message(reply_codec, result, failure, props.correlation_id)
         except CodecError as exc:
             log.error(
                 "RPC result for %r cannot be encoded: %s",
@@ -235,19 +229,13 @@ def rpc_handler(
                 exc,
                 extra=message_fields(message),
             )
-            body = reply_codec.encode(_envelope(exc))
-            error = True
+            body, reply_props = reply_message(reply_codec, None, exc, props.correlation_id)
         try:
             await publisher.publish(
                 body,
                 routing_key=props.reply_to,
                 exchange="",
-                properties=BasicProperties(
-                    correlation_id=props.correlation_id,
-                    content_type=reply_codec.content_type,
-                    content_encoding=reply_codec.content_encoding,
-                    headers={ERROR_HEADER: True} if error else None,
-                ),
+                properties=reply_props,
                 mandatory=False,
             )
         except AMQPError as exc:
@@ -286,7 +274,3 @@ class _Slots:
         self._free += 1
         if self._lot:
             self._lot.unpark()
-
-
-def _envelope(exc: BaseException) -> dict[str, Any]:
-    return {"error": {"type": type(exc).__name__, "message": str(exc)}}

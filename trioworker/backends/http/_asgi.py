@@ -23,6 +23,7 @@ from ...http._routing import METHODS, Router
 
 if TYPE_CHECKING:
     from ...pipeline import AppServices
+    from ._websocket import WebSocketRoutes
 
 __all__ = ["UNMATCHED", "ASGIApp", "Site"]
 
@@ -74,6 +75,11 @@ class Site(Protocol):
         """The built-in endpoint (/health, /metrics) at ``path``, if any."""
         ...
 
+    @property
+    def websockets(self) -> WebSocketRoutes:
+        """The WebSocket routes, which run the ``websocket`` scopes."""
+        ...
+
 
 class ASGIApp:
     """``await asgi(scope, receive, send)`` for one HTTP backend (its :class:`Site`)."""
@@ -89,7 +95,8 @@ class ASGIApp:
         elif kind == "lifespan":
             await _lifespan(receive, send)
         elif kind == "websocket":
-            await send({"type": "websocket.close", "code": 1003})
+            with log_context():  # the route bound by serve() ends with the socket
+                await self.backend.websockets.serve(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()

@@ -30,6 +30,7 @@ from ...pipeline._handlers import adapt
 from ._asgi import ASGIApp
 from ._limits import ServerLimits
 from ._server import ConnectionLimit, serve
+from ._websocket import DEFAULT_MAX_MESSAGE_SIZE, RPCTargets, WebSocketHandler, WebSocketRoutes
 
 if TYPE_CHECKING:
     from hypercorn.typing import Framework
@@ -128,6 +129,8 @@ class HTTPBackend(ServerLimits):
         self.metrics_path = metrics_path
         self.max_body_size = DEFAULT_MAX_BODY_SIZE
         self.router = Router()
+        #: WebSocket routes (``@app.http.websocket``; docs/websocket.md).
+        self.websockets = WebSocketRoutes(app)
         self.asgi = ASGIApp(self)
         self._bound_port: int | None = None
         #: False: bind no socket, serve nobody — only :attr:`asgi`, called in-process
@@ -243,6 +246,24 @@ class HTTPBackend(ServerLimits):
         """An explicit HEAD route (otherwise HEAD is the GET route without the body)."""
         return self.route(path, methods=("HEAD",))
 
+    def websocket(
+        self, path: str, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    ) -> Callable[[WebSocketHandler], WebSocketHandler]:
+        """``@app.http.websocket("/ws/{room}")``: ``async def handler(socket: WebSocket)``;
+        a message over ``max_message_size`` bytes closes with 1009. docs/websocket.md."""
+
+        def register(handler: WebSocketHandler) -> WebSocketHandler:
+            self.websockets.add(path, handler, max_message_size=max_message_size)
+            self.app.start_backend(self)
+            return handler
+
+        return register
+
+    def websocket_rpc(self, path: str, functions: RPCTargets, **options: Any) -> None:
+        """Expose ``functions`` at ``path`` in micro_framework's WebSocket RPC JSON."""
+        self.websockets.add_rpc(path, functions, **options)  # docs/websocket.md
+        self.app.start_backend(self)
+
     def _thread_pool(self, name: str, handler: Callable[..., Any], path: str) -> Pool:
         pool = self.app.pools.get(name)
         if pool.kind == "process":
@@ -270,7 +291,8 @@ class HTTPBackend(ServerLimits):
 
     def handlers(self) -> list[tuple[str, Callable[..., Any]]]:
         """``(path template, endpoint)`` of every route, for the blocked-loop watchdog."""
-        return [(route.template, route.endpoint) for route in self.router.routes]
+        routes = [(route.template, route.endpoint) for route in self.router.routes]
+        return routes + self.websockets.handlers()
 
     # ------------------------------------------------------------ built-ins
 
@@ -313,7 +335,7 @@ class HTTPBackend(ServerLimits):
     @property
     def active(self) -> bool:
         """Run the server when there is a route, or when asked to (port given, env, enable)."""
-        return bool(self.router.routes) or self._enabled
+        return bool(self.router.routes) or bool(self.websockets.routes) or self._enabled
 
     def health(self) -> Health:
         if self.serving:
@@ -330,6 +352,7 @@ class HTTPBackend(ServerLimits):
         config.errorlog = log
         config.accesslog = None
         self.apply_limits(config)
+        self.websockets.configure(config)
         return config
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -386,3 +409,4 @@ class HTTPBackend(ServerLimits):
         """Begin the graceful stop: no new connections; in-flight requests finish."""
         if self._stop_event is not None:
             self._stop_event.set()
+        self.websockets.going_away()  # receive() ends; each handler gets the grace period

@@ -56,11 +56,6 @@ class Calls:
         self.routing_key = str(uuid.uuid4())
         self._pending: dict[str, _Pending] = {}
 
-    @property
-    def pending(self) -> int:
-        """Calls waiting for their reply."""
-        return len(self._pending)
-
     async def call(
         self,
         service_name: str,
@@ -102,7 +97,7 @@ class Calls:
                     )
                 except MessageReturnedError:
                     raise UnknownService(target) from None
-                await pending.event.wait()
+                await self._wait(pending, consumer, start)
             finally:
                 self._pending.pop(correlation_id, None)
         reply = pending.reply

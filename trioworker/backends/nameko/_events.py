@@ -61,7 +61,12 @@ def event_queue(
 
 
 def event_route_handler(
-    handler: Handler, *, many: bool, service: str, method: str, parent_calls_tracked: int
+    handler: Handler,
+    *,
+    many: bool,
+    service: str,
+    method: str,
+    parent_calls_tracked: Callable[[], int],
 ) -> Callable[[list[Message]], Awaitable[Any]]:
     """Wrap ``handler(payload[, message])`` (``many``: ``handler(payloads[, messages])``)
     into the ``list[Message]`` handler a route runs.
@@ -109,8 +114,9 @@ def event_route_handler(
             kept.append(message)
         if not kept:
             return None
+        tracked = parent_calls_tracked()
         contexts: dict[int, NamekoContext] = {
-            id(m): context_from_headers(m.properties.headers, service, method, parent_calls_tracked)
+            id(m): context_from_headers(m.properties.headers, service, method, tracked)
             for m in kept
         }
         current = contexts[id(kept[0])] if len(kept) == 1 else None

@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from ...amqp import AMQPConnectionError, AMQPError, BasicProperties
+from ...amqp import AMQPError, BasicProperties, ConnectionClosedError
 from ...codecs import CodecError
 from ...pipeline._handlers import Handler, adapt
 from ..amqp import Binding, Queue
@@ -87,11 +87,11 @@ class _Timeout(Exception):
 class RpcMethods:
     """The service's RPC methods, and the route handler serving them."""
 
-    def __init__(self, service: str, reply: Reply, parent_calls_tracked: int) -> None:
+    def __init__(self, service: str, reply: Reply, parent_calls_tracked: Callable[[], int]) -> None:
         self.service = service
         self._reply = reply
         self._methods: dict[str, _Method] = {}
-        self.parent_calls_tracked = parent_calls_tracked
+        self._tracked = parent_calls_tracked
 
     def __contains__(self, name: str) -> bool:
         return name in self._methods
@@ -146,7 +146,7 @@ class RpcMethods:
                     delivery_mode=2,
                 ),
             )
-        except AMQPConnectionError as exc:
+        except ConnectionClosedError as exc:
             # No publishing connection any more (the app is stopping): give the request
             # back, for another instance to answer, rather than drop it unanswered.
             message.reject(requeue=True)
@@ -172,7 +172,7 @@ class RpcMethods:
             raise MalformedRequest("`args` must be a list and `kwargs` an object")
         method.check(args, kwargs)
         context = context_from_headers(
-            message.properties.headers, self.service, method_name, self.parent_calls_tracked
+            message.properties.headers, self.service, method_name, self._tracked()
         )
         with use_context(context):
             return await method.run(args, kwargs)

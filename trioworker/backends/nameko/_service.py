@@ -102,8 +102,6 @@ class NamekoService:
             self._rpc_prefetch = rpc_prefetch
         if parent_calls_tracked is not None:
             self._parent_calls_tracked = parent_calls_tracked
-            if self._rpc is not None:
-                self._rpc.parent_calls_tracked = parent_calls_tracked
 
     # -------------------------------------------------------------- events
 
@@ -148,7 +146,7 @@ class NamekoService:
         bulk_size = route_options.get("bulk_size", 1)
 
         def register(handler: H) -> H:
-            method = name or handler.__name__
+            method = name or _function_name(handler)
             _check_names(method=method)
             service = self.service_name
             queue = event_queue(
@@ -165,7 +163,7 @@ class NamekoService:
                 many=bulk_size > 1,
                 service=service,
                 method=method,
-                parent_calls_tracked=self._parent_calls_tracked,
+                parent_calls_tracked=self._tracked,
             )
             self._amqp.consume(
                 queue,
@@ -242,7 +240,7 @@ class NamekoService:
             _check_names(method=name)
 
         def register(fn: Handler) -> Handler:
-            method = name or fn.__name__
+            method = name or _function_name(fn)
             _check_names(method=method)
             methods = self._rpc_methods()
             if method in methods:
@@ -256,7 +254,7 @@ class NamekoService:
         """The service's RPC methods: the first registers their route."""
         if self._rpc is None:
             service = self.service_name
-            methods = RpcMethods(service, self._reply, self._parent_calls_tracked)
+            methods = RpcMethods(service, self._reply, self._tracked)
             self._amqp.consume(
                 rpc_queue(service),
                 bulk_size=1,
@@ -275,6 +273,9 @@ class NamekoService:
             self._amqp.enable()  # replies go out on the publishing connection: open it early
             self._rpc = methods
         return self._rpc
+
+    def _tracked(self) -> int:
+        return self._parent_calls_tracked
 
     async def _reply(self, body: bytes, *, routing_key: str, properties: Any) -> None:
         await self._amqp.publish(
@@ -315,6 +316,13 @@ class NamekoService:
         return NamekoContext(
             new_call_id(self.service_name, what), parent_calls_tracked=self._parent_calls_tracked
         )
+
+
+def _function_name(handler: Handler) -> str:
+    name = getattr(handler, "__name__", None)
+    if not isinstance(name, str) or name == "<lambda>":
+        raise TypeError(f"{handler!r} has no usable name: pass name=")
+    return name
 
 
 def _check_names(**names: str) -> None:

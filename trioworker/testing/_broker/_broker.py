@@ -156,7 +156,10 @@ class MemoryBroker:
                 self._arm()
                 await trio.sleep_forever()
             self._timer = None
-            self._expire_due()
+            try:
+                self._expire_due()
+            except Exception:  # as in _serve: log it, keep the broker running
+                log.exception("memory broker %r: internal error expiring messages", self.name)
 
     # ---------------------------------------------------------------- running
 
@@ -225,6 +228,8 @@ class MemoryBroker:
     async def _serve(self, driver: ConnectionDriver) -> None:
         try:
             await driver.run()
+        except Exception:  # a bug of the broker's must not take the caller's nursery down
+            log.exception("memory broker %r: internal error; the connection is closed", self.name)
         finally:
             self._drivers.discard(driver)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._arguments import type_class
+from ._equivalence import type_class
 from ._errors import precondition_failed
 
 __all__ = ["check_x_match", "headers_match", "split_words", "topic_matches"]

@@ -4,7 +4,8 @@ A publish is routed by its exchange to the queues that match, each gets its own 
 the same :class:`~._content.Content`. RabbitMQ's details kept here:
 
 * the default exchange routes by queue name, and ``amq.rabbitmq.reply-to.*`` names to the
-  channel that consumes direct replies;
+  channel that consumes direct replies (never counted as routed: a ``mandatory`` reply is
+  also returned, a RabbitMQ 3.10 quirk kept for parity);
 * ``CC`` and ``BCC`` headers add routing keys (sender-selected distribution); ``BCC`` is
   removed from the stored message;
 * a message's ``expiration`` (milliseconds, a string) must be a non-negative integer, or
@@ -151,15 +152,19 @@ class Routing:
         except PropertyDecodeError as exc:
             raise ConnectionError(SYNTAX_ERROR, f"undecodable message properties: {exc}") from None
         refused = False
+        routed = False
         if queues:
             now = self._clock()
             size = len(content.body)
             for queue in queues:
+                # RabbitMQ 3.10 delivers a direct reply without counting it as routed: a
+                # mandatory one is delivered *and* returned. Same here.
+                routed = routed or not queue.name.startswith(REPLY_PREFIX)
                 if queue.would_reject(size):
                     refused = True
                 else:
                     queue.publish(content, ttl, now)
-        return bool(queues), refused
+        return routed, refused
 
     # ---------------------------------------------------------- dead-lettering
 

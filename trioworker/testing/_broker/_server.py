@@ -101,7 +101,10 @@ class ConnectionDriver:
             conn.receive_data(data)
         except Exception:  # a broker bug met by odd input: this connection only
             log.exception("memory broker: internal error on a connection; closing it")
-            conn.fail(AMQPException(INTERNAL_ERROR, "internal error in the memory broker"))
+            try:
+                conn.fail(AMQPException(INTERNAL_ERROR, "internal error in the memory broker"))
+            except Exception:
+                conn.lost()
         self._state_changed()
 
     async def _reader(self, scope: trio.CancelScope) -> None:

@@ -17,7 +17,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._arguments import assert_equivalent, queue_settings
+from ._arguments import queue_settings
+from ._equivalence import assert_equivalent
 from ._errors import (
     COMMAND_INVALID,
     ConnectionError,
@@ -90,7 +91,7 @@ class VHost(Routing):
                 raise not_found("exchange", name, self.name)
             return exchange
         if kind not in EXCHANGE_TYPES:  # a plugin's type too (x-delayed-message, ...)
-            raise ConnectionError(COMMAND_INVALID, f"unknown exchange type '{kind}'")
+            raise ConnectionError(COMMAND_INVALID, f"invalid exchange type '{kind}'")
         if name == "":
             raise access_refused("operation not permitted on the default exchange")
         arguments = dict(arguments or {})
@@ -130,11 +131,13 @@ class VHost(Routing):
         """``Exchange.Delete`` (a missing exchange is fine, as in RabbitMQ)."""
         if name == "":
             raise access_refused("operation not permitted on the default exchange")
-        if name.startswith("amq."):
-            raise access_refused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
         exchange = self.exchanges.get(name)
         if exchange is None:
             return
+        if name.startswith("amq."):
+            raise access_refused(
+                f"deletion of system {resource('exchange', name, self.name)} not allowed"
+            )
         if if_unused and exchange.bindings:
             raise precondition_failed(f"{resource('exchange', name, self.name)} in use")
         del self.exchanges[name]
@@ -226,7 +229,7 @@ class VHost(Routing):
         if if_unused and queue.consumers:
             raise precondition_failed(f"{resource('queue', name, self.name)} in use")
         if if_empty and queue.ready:
-            raise precondition_failed(f"{resource('queue', name, self.name)} is not empty")
+            raise precondition_failed(f"{resource('queue', name, self.name)} not empty")
         count = len(queue.ready)
         self.remove_queue(queue)
         return count
@@ -259,11 +262,10 @@ class VHost(Routing):
     def _binding_ends(self, queue: str, exchange: str, owner: object) -> tuple[Queue, Exchange]:
         if exchange == "":
             raise access_refused("operation not permitted on the default exchange")
-        found = self.find_queue(queue, owner)
         target = self.exchanges.get(exchange)
-        if target is None:
+        if target is None:  # RabbitMQ names the missing exchange first
             raise not_found("exchange", exchange, self.name)
-        return found, target
+        return self.find_queue(queue, owner), target
 
     def bind(
         self,
