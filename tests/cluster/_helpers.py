@@ -94,21 +94,21 @@ async def delete_queues(cluster: Cluster, *names: str) -> None:
             pass
 
 
-async def wait_for(condition: Callable[[], bool], what: str, timeout: float = MUST_HAPPEN) -> None:
+async def wait_for(condition: Callable[[], bool], what: str, within: float = MUST_HAPPEN) -> None:
     """Poll ``condition`` (cheap: files, counters) until true; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
+            raise AssertionError(f"not within {within} s: {what}")
         await trio.sleep(0.1)
 
 
 async def wait_for_value(
-    probe: Callable[[], Awaitable[T]], expected: T, what: str, timeout: float = MUST_HAPPEN
+    probe: Callable[[], Awaitable[T]], expected: T, what: str, within: float = MUST_HAPPEN
 ) -> None:
     """Poll ``await probe()`` (an AMQP query) until it returns ``expected``."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while (got := await probe()) != expected:
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what} (last: {got!r})")
+            raise AssertionError(f"not within {within} s: {what} (last: {got!r})")
         await trio.sleep(0.5)

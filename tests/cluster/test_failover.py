@@ -134,7 +134,8 @@ async def test_killing_the_leader_then_a_workers_node_loses_no_message(
             assert not worker.on(victim)
             where = worker.node()
             health = (await worker.get("/health")).json()["backends"]["amqp"]
-            assert health == {"ok": True, "detail": f"connection 'default' on {where}"}
+            assert health["ok"] is True, health
+            assert health["detail"] == f"connection 'default' on {where}", health
             metrics = (await worker.get("/metrics")).text
             connected = re.findall(
                 r'trioworker_amqp_connected_node\{connection="default",node="([^"]+)"\} 1', metrics

@@ -50,12 +50,14 @@ async def test_a_call_in_flight_when_its_node_dies_fails_fast_and_the_next_works
         return f"echo {text}"
 
     outcome: list[BaseException | str] = []
+    ended = trio.Event()
 
     async def held_call() -> None:
         try:
             outcome.append(await caller.amqp.call(queue, "held", timeout=CALL_TIMEOUT))
         except Exception as exc:
             outcome.append(exc)
+        ended.set()
 
     try:
         async with open_app(server), open_app(caller), trio.open_nursery() as nursery:
@@ -64,8 +66,7 @@ async def test_a_call_in_flight_when_its_node_dies_fails_fast_and_the_next_works
             await received.wait()
             await trio.to_thread.run_sync(cluster.kill, n1)
             with trio.fail_after(CALL_TIMEOUT / 2):  # fast: long before the call's timeout
-                while not outcome:
-                    await trio.sleep(0.05)
+                await ended.wait()
             (error,) = outcome
             assert isinstance(error, AMQPConnectionError), repr(error)
             assert "reply" in str(error) and "may have been handled" in str(error), str(error)

@@ -7,9 +7,9 @@ and for the CLI, so the CLI sends that cookie, not the ``rabbitmq`` user's); nod
 ``join_cluster`` node 1. The shared broker on 5672 is never touched, and only the
 processes started here are ever killed (each node runs in a process group of its own).
 
-Measured on a 2-core machine: a cold start of three nodes takes 16–20 s (about 0.5 GB for
-all three), a new quorum leader is elected 0.5–1.3 s after a ``kill -9``, and a restart with
-rejoin takes 6–9 s. So the cluster starts once per session (the ``cluster`` fixture), and
+Measured on a 2-core machine: a cold start of three nodes takes 16-20 s (about 0.5 GB for
+all three), a new quorum leader is elected 0.5-1.3 s after a ``kill -9``, and a restart with
+rejoin takes 6-9 s. So the cluster starts once per session (the ``cluster`` fixture), and
 tests poll progress over AMQP or files, not through the CLI (each call costs ~0.5 s).
 
 Where ``rabbitmq-server`` is not installed the fixture fails with the reason (it is never

@@ -221,12 +221,55 @@ async def _(ch: Channel, p: str, url: str) -> None:
     await ch.basic_publish(b"x", routing_key=p + "nowhere", mandatory=True)
 
 
+@case("requeued messages go back in their original order", queues=("order",))
+async def _(ch: Channel, p: str, url: str) -> list[tuple[bytes, bool]]:
+    await ch.confirm_select()
+    await ch.queue_declare(p + "order")
+    for i in range(6):
+        await ch.basic_publish(str(i).encode(), routing_key=p + "order")
+    got = [await ch.basic_get(p + "order") for _ in range(5)]
+    tags = [d.delivery_tag for d in got if d is not None]
+    ch.basic_reject(tags[3], requeue=True)
+    ch.basic_nack(tags[1], requeue=True)
+    ch.basic_ack(tags[4])
+    ch.basic_nack(tags[2], multiple=True, requeue=True)
+    await ch.queue_declare(p + "order", passive=True)
+    left = []
+    while (d := await ch.basic_get(p + "order", no_ack=True)) is not None:
+        left.append((d.body, d.redelivered))
+    return left
+
+
+@case("a TTL of 0 still reaches a waiting consumer", queues=("t0",))
+async def _(ch: Channel, p: str, url: str) -> list[bytes]:
+    await ch.queue_declare(p + "t0", arguments={"x-message-ttl": 0})
+    got: list[bytes] = []
+    await ch.basic_consume(p + "t0", no_ack=True, on_delivery=lambda d: got.append(d.body))
+    await ch.confirm_select()
+    await ch.basic_publish(b"now", routing_key=p + "t0")
+    await ch.queue_declare(p + "t0", passive=True)
+    return got
+
+
+@case("max length with a consumer at its prefetch", queues=("ml1",))
+async def _(ch: Channel, p: str, url: str) -> tuple[list[bytes], int | None]:
+    await ch.queue_declare(p + "ml1", arguments={"x-max-length": 1})
+    await ch.basic_qos(1)
+    got: list[bytes] = []
+    await ch.basic_consume(p + "ml1", on_delivery=lambda d: got.append(d.body))
+    await ch.confirm_select()
+    for i in range(4):
+        await ch.basic_publish(str(i).encode(), routing_key=p + "ml1")
+    ok = await ch.queue_declare(p + "ml1", passive=True)
+    return got, ok.message_count
+
+
 async def _outcome(url: str, name: str, prefix: str) -> str:
     fn, queues, exchanges = CASES[name]
     try:
         async with connect(url) as conn, conn.channel() as ch:
-            await fn(ch, prefix, url)
-        result = "ok"
+            value = await fn(ch, prefix, url)
+        result = "ok" if value is None else repr(value).replace(prefix, "<p>")
     except AMQPError as error:
         code = getattr(error, "reply_code", None)
         text = getattr(error, "reply_text", str(error))

@@ -123,7 +123,7 @@ async def test_delete_if_unused_if_empty_and_purge(conn: Connection, mbroker: Me
         await ch.confirm_select()
         await ch.queue_declare("d")
         await ch.basic_publish(b"1", routing_key="d")
-        with pytest.raises(PreconditionFailedError, match="queue .d. in vhost ./. not empty"):
+        with pytest.raises(PreconditionFailedError, match=r"queue .d. in vhost ./. not empty"):
             await ch.queue_delete("d", if_empty=True)
     async with conn.channel() as ch:
         consumer = await ch.basic_consume("d", no_ack=True)
@@ -274,6 +274,13 @@ async def test_per_message_ttl_expires_at_the_head_only(
             b"now", routing_key="heads", properties=BasicProperties(expiration="0")
         )
         assert mbroker.queue("heads").messages == []  # TTL 0 and no consumer: gone at once
+        got: list[bytes] = []
+        await ch.basic_consume("heads", no_ack=True, on_delivery=lambda d: got.append(d.body))
+        await ch.basic_publish(
+            b"taken", routing_key="heads", properties=BasicProperties(expiration="0")
+        )
+        await ch.queue_declare("heads", passive=True)
+        assert got == [b"taken"]  # TTL 0 with a waiting consumer: delivered, as in RabbitMQ
         with pytest.raises(PreconditionFailedError, match="invalid expiration 'soon': no_integer"):
             await ch.basic_publish(
                 b"x", routing_key="heads", properties=BasicProperties(expiration="soon")

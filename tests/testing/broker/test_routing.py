@@ -186,7 +186,9 @@ async def test_returns_without_confirms_reach_on_return(conn: Connection) -> Non
     assert [(r.reply_code, r.routing_key, r.body) for r in returned] == [(312, "nowhere", b"m")]
 
 
-async def test_publish_to_a_missing_exchange_closes_the_channel_with_404(conn: Connection) -> None:
+async def test_publish_to_a_missing_exchange_closes_the_channel_with_404(
+    conn: Connection, mbroker: MemoryBroker
+) -> None:
     async with conn.channel() as ch:
         await ch.confirm_select()
         with pytest.raises(NotFoundError, match="NOT_FOUND - no exchange 'nope' in vhost '/'"):
@@ -194,6 +196,7 @@ async def test_publish_to_a_missing_exchange_closes_the_channel_with_404(conn: C
         assert ch.is_closed
     async with conn.channel() as ch:  # the connection is fine
         await ch.queue_declare("after")
+    assert mbroker.published == []  # refused: not a publish the broker took
 
 
 async def test_internal_exchanges_refuse_publishes(conn: Connection) -> None:

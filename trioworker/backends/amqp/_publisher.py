@@ -90,6 +90,8 @@ class Publisher:
         self._channel_lock = trio.Lock()
         self._rpc: RpcClient | None = None
         self._rpc_lock = trio.Lock()
+        #: Held by a direct reply publishing again after a connection loss (see publish).
+        self._suspects = trio.Lock()
         #: Per connection: the helpers :meth:`helper` started on it, by key.
         self._helpers: dict[str, ConnectionHelper] = {}
         #: Set by the first caller (or an app with RPC routes): the publishing connection
@@ -202,52 +204,47 @@ class Publisher:
         (:class:`PublishNackedError`). A channel error (say, an unknown exchange) is the
         caller's.
         """
-        first_nack: float | None = None
-        nacks = losses = 0
+        nacks = _Nacks(exchange, routing_key)
+        reply = _is_direct_reply(exchange, routing_key)
+        losses = 0
         while True:
-            try:
-                channel = await self.channel()
-            except AMQPConnectionError:
-                if self._ended:
-                    raise  # the app stopped: no connection will come
-                continue  # lost while opening the channel: nothing sent yet
-            try:
-                await channel.basic_publish(
-                    body,
-                    routing_key=routing_key,
-                    exchange=exchange,
-                    properties=properties,
-                    mandatory=mandatory,
-                )
-                return
-            except PublishNackedError:
-                now = trio.current_time()
-                first_nack = now if first_nack is None else first_nack
-                nacks += 1
-                if now - first_nack >= NACK_RETRY_FOR:
-                    raise PublishNackedError(
-                        f"the broker nacked the publish to {exchange!r}/{routing_key!r} "
-                        f"{nacks} times in {now - first_nack:.1f} s: the queue cannot take it "
-                        "(full, with x-overflow=reject-publish, or without a reachable "
-                        "leader); the broker did not take responsibility for it"
-                    ) from None
-                self.renacked += 1
-                self._retire(channel)
-                await trio.sleep(backoff_delay(nacks - 1, cap=NACK_RETRY_CAP))
-            except AMQPConnectionError as exc:
-                if self._ended:
-                    raise  # the app stopped: no connection will come
-                losses += 1
-                if losses >= REPLY_LOSSES and _is_direct_reply(exchange, routing_key):
-                    # The caller is gone with its node: RabbitMQ (3.10) closes the
-                    # connection that publishes to a reply-to address on a dead node (541),
-                    # every time. Its reply is worth nothing now (the call failed at once).
-                    raise ConnectionLostError(
-                        f"reply given up after {losses} connections died publishing it: "
-                        f"its caller is most likely gone (last: {exc}); RabbitMQ closes "
-                        "a connection that replies to a caller whose node is down"
-                    ) from exc
-                self.republished += 1  # lost unconfirmed: again on the next connection
+            pause = 0.0
+            # A reply whose connection died once is a suspect: RabbitMQ (3.10) closes the
+            # connection that publishes to a reply-to address on a dead node (541), every
+            # time. Suspects go out one at a time, so that such a reply kills the
+            # connection under no other reply, and is given up on its second loss.
+            async with self._suspects if reply and losses else contextlib.nullcontext():
+                try:
+                    channel = await self.channel()
+                except AMQPConnectionError:
+                    if self._ended:
+                        raise  # the app stopped: no connection will come
+                    continue  # lost while opening the channel: nothing sent yet
+                try:
+                    await channel.basic_publish(
+                        body,
+                        routing_key=routing_key,
+                        exchange=exchange,
+                        properties=properties,
+                        mandatory=mandatory,
+                    )
+                    return
+                except PublishNackedError:
+                    pause = nacks.pause()  # raises once NACK_RETRY_FOR is over
+                    self.renacked += 1
+                    self._retire(channel)
+                except AMQPConnectionError as exc:
+                    if self._ended:
+                        raise  # the app stopped: no connection will come
+                    losses += 1
+                    if reply and losses >= REPLY_LOSSES:
+                        raise ConnectionLostError(
+                            f"reply given up after {losses} connections died publishing it:"
+                            f" its caller is most likely gone (last: {exc}); RabbitMQ closes"
+                            " a connection that replies to a caller whose node is down"
+                        ) from exc
+                    self.republished += 1  # lost unconfirmed: again on the next connection
+            await trio.sleep(pause)
 
     def _retire(self, channel: Channel) -> None:
         """Publish on a new channel from now on; close ``channel`` once the publishes
@@ -311,6 +308,29 @@ def reply_lost(queue: str, client: RpcClient, error: AMQPConnectionError) -> Con
         f"while the call waited for its reply, which can no longer come ({error}); the "
         "request may have been handled: call again if that is safe"
     )
+
+
+class _Nacks:
+    """The nacks of one publish: how long to wait before the next try, until
+    :data:`NACK_RETRY_FOR` seconds of them, then the error."""
+
+    def __init__(self, exchange: str, routing_key: str) -> None:
+        self._where = f"{exchange!r}/{routing_key!r}"
+        self._first: float | None = None
+        self._count = 0
+
+    def pause(self) -> float:
+        now = trio.current_time()
+        self._first = now if self._first is None else self._first
+        self._count += 1
+        if now - self._first >= NACK_RETRY_FOR:
+            raise PublishNackedError(
+                f"the broker nacked the publish to {self._where} {self._count} times in "
+                f"{now - self._first:.1f} s: the queue cannot take it (full, with "
+                "x-overflow=reject-publish, or without a reachable leader); the broker "
+                "did not take responsibility for it"
+            )
+        return backoff_delay(self._count - 1, cap=NACK_RETRY_CAP)
 
 
 def _is_direct_reply(exchange: str, routing_key: str) -> bool:

@@ -38,6 +38,9 @@ log = logging.getLogger("trioworker.http")
 
 #: At most one "connection limit reached" warning per this many seconds.
 WARN_EVERY = 60.0
+#: Seconds past the grace period after which the sockets of connections still open are
+#: closed under their tasks (see :func:`_close_stuck`).
+STUCK_AFTER = 3.0
 
 
 class ConnectionLimit:
@@ -117,16 +120,43 @@ class _TCPServer(TCPServer):
 async def _serve_connection(
     limit: ConnectionLimit,
     connection: Callable[[trio.SocketStream], Awaitable[None]],
+    streams: set[trio.SocketStream],
     stream: trio.SocketStream,
 ) -> None:
     """Run one connection; close its socket, *then* free its slot (no descriptor over)."""
+    streams.add(stream)
     try:
         await connection(stream)
     finally:
+        streams.discard(stream)
         try:
             await trio.aclose_forcefully(stream)
         finally:
             limit.release(opened=True)
+
+
+async def _close_stuck(streams: set[trio.SocketStream], done: trio.Event, at: float) -> None:
+    """Past ``at``, close the sockets of the connections still open, under their tasks.
+
+    hypercorn writes to a socket under a shield (a frame is never cut in half), so a write
+    to a client that stopped reading — a WebSocket client's full receive window, a huge
+    response nobody reads — waits past any cancellation, the grace period's included, and
+    would hold the server's stop, hence the app's, forever. Closing the socket wakes that
+    write (trio's ``notify_closing``): it fails, hypercorn sees the connection closed, and
+    the task ends.
+    """
+    with trio.move_on_at(at):
+        await done.wait()
+        return
+    if streams:
+        log.warning(
+            "%d HTTP connection(s) still open %.0f s after the grace period (a client not "
+            "reading?): closed",
+            len(streams),
+            STUCK_AFTER,
+        )
+    for stream in list(streams):
+        stream.socket.close()
 
 
 async def serve(
@@ -167,17 +197,31 @@ async def serve(
         server = _TCPServer(app, config, context, ConnectionState({}), cast("Any", stream))
         await server.run()
 
-    handler = partial(_serve_connection, limit, connection)
-    async with trio.open_nursery() as connections:
+    streams: set[trio.SocketStream] = set()
+    handler = partial(_serve_connection, limit, connection, streams)
+    done = trio.Event()
+    async with trio.open_nursery() as reaper:
         try:
-            async with trio.open_nursery() as accepting:
-                accepting.start_soon(
-                    partial(trio.serve_listeners, handler, listeners, handler_nursery=connections)
-                )
-                task_status.started(binds)
-                await shutdown_trigger()
-                accepting.cancel_scope.cancel()  # serve_listeners closes the listeners
+            async with trio.open_nursery() as connections:
+                try:
+                    async with trio.open_nursery() as accepting:
+                        accepting.start_soon(
+                            partial(
+                                trio.serve_listeners,
+                                handler,
+                                listeners,
+                                handler_nursery=connections,
+                            )
+                        )
+                        task_status.started(binds)
+                        await shutdown_trigger()
+                        accepting.cancel_scope.cancel()  # serve_listeners closes the listeners
+                finally:
+                    # Idle connections close on this; requests in flight (and WebSocket
+                    # handlers) get the grace period.
+                    await context.terminated.set()
+                    deadline = trio.current_time() + config.graceful_timeout
+                    connections.cancel_scope.deadline = deadline
+                    reaper.start_soon(_close_stuck, streams, done, deadline + STUCK_AFTER)
         finally:
-            # Idle connections close on this; requests in flight get the grace period.
-            await context.terminated.set()
-            connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+            done.set()

@@ -91,15 +91,18 @@ class _Session:
                 failed = True
                 log.exception("WebSocket handler %s for %s failed", endpoint.name, self.socket.path)
         finally:
+            # The server's own deadline is the same instant, so the cancellation may come
+            # from it rather than from self.scope: this runs either way.
+            if self.scope.cancel_called:
+                log.warning(
+                    "WebSocket handler %s for %s did not finish within the grace period: "
+                    "cancelled",
+                    endpoint.name,
+                    self.socket.path,
+                )
             # Shielded (an outer cancel is the server's own deadline) but bounded.
             with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
                 await self._end(failed)
-        if self.scope.cancelled_caught:
-            log.warning(
-                "WebSocket handler %s for %s did not finish within the grace period: cancelled",
-                endpoint.name,
-                self.socket.path,
-            )
 
     async def _end(self, failed: bool) -> None:
         socket = self.socket

@@ -9,6 +9,7 @@ second parameter asks for them, the message(s).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -125,7 +126,8 @@ def event_route_handler(
                 return await (call(payloads, kept) if with_messages else call(payloads))
             return await (call(payloads[0], kept[0]) if with_messages else call(payloads[0]))
 
-    return handle
+    # The watchdog names a blocked route by the user's function, found through __wrapped__.
+    return functools.update_wrapper(handle, handler, assigned=(), updated=())
 
 
 def _parameters(handler: Handler) -> list[inspect.Parameter]:

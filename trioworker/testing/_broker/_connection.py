@@ -374,5 +374,9 @@ class ServerConnection(Handshake):
 
 
 def _short(text: str) -> str:
-    """A reply text fits a short string (255 bytes of UTF-8)."""
-    return text.encode("utf-8")[:255].decode("utf-8", "ignore")
+    """A reply text fits a short string: longer ones are cut to 252 bytes and ``...``,
+    as RabbitMQ cuts them."""
+    raw = text.encode("utf-8")
+    if len(raw) <= 255:
+        return text
+    return raw[:252].decode("utf-8", "ignore") + "..."

@@ -21,11 +21,13 @@ from typing import Protocol
 
 from pamqp import base
 
+from ...amqp import PropertyDecodeError
 from ._content import FLAG_USER_ID, Content, check_property_list, copy_properties
 from ._errors import (
     FRAME_ERROR,
     NO_ROUTE,
     NOT_IMPLEMENTED,
+    SYNTAX_ERROR,
     UNEXPECTED_FRAME,
     ConnectionError,
     precondition_failed,
@@ -168,20 +170,21 @@ class Publishes:
         self._parts = []
         exchange, routing_key, mandatory = publish
         flags = self._flags
-        content = Content(exchange, routing_key, self._properties, body)
+        received = content = Content(exchange, routing_key, self._properties, body)
         if self.confirm:
             self._published += 1
-        if flags & _FLAG_REPLY_TO and _REPLY_TO_FIELD in self._properties:
-            content = self._direct_reply(content)
-        if flags & FLAG_USER_ID:
-            user = content.properties.user_id
-            if user != self.output.username:
+        try:
+            if flags & _FLAG_REPLY_TO and _REPLY_TO_FIELD in self._properties:
+                content = self._direct_reply(content)
+            if flags & FLAG_USER_ID and content.properties.user_id != self.output.username:
                 raise precondition_failed(
-                    f"user_id property set to '{user}' but authenticated user was "
-                    f"'{self.output.username}'"
+                    f"user_id property set to '{content.properties.user_id}' but "
+                    f"authenticated user was '{self.output.username}'"
                 )
-        self._record(content)
+        except PropertyDecodeError as exc:
+            raise ConnectionError(SYNTAX_ERROR, f"undecodable message properties: {exc}") from None
         routed, refused = self.vhost.publish(exchange, routing_key, content, flags)
+        self._record(received)  # a publish the broker took (the refused ones raised)
         if not routed and mandatory:
             self.flush_confirms()
             self.output.send(

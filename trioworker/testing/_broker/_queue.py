@@ -142,7 +142,8 @@ class Queue:
         self.ready.append(entry)
         self.ready_bytes += len(content.body)
         if self.consumers:
-            self.dispatch()
+            # Delivery is tried before expiry: a TTL of 0 reaches a waiting consumer.
+            self.dispatch(fresh=entry)
         s = self.settings
         if s.max_length is not None or s.max_length_bytes is not None:
             self._drop_over_limit()
@@ -152,8 +153,9 @@ class Queue:
 
     # --------------------------------------------------------------- delivering
 
-    def dispatch(self) -> None:
-        """Deliver from the head while a consumer can take a message."""
+    def dispatch(self, fresh: Entry | None = None) -> None:
+        """Deliver from the head while a consumer can take a message (``fresh``: one just
+        published, offered to a consumer even if its TTL is already up)."""
         ready = self.ready
         consumers = self.consumers
         if not ready or not consumers or self._dispatching:
@@ -165,7 +167,7 @@ class Queue:
         try:
             while ready:
                 entry = ready[0]
-                if entry.expires_at is not None:
+                if entry.expires_at is not None and entry is not fresh:
                     if now is None:
                         now = host.now()
                     if entry.expires_at <= now + EPSILON:

@@ -90,8 +90,11 @@ class VHost(Routing):
             if exchange is None:
                 raise not_found("exchange", name, self.name)
             return exchange
-        if kind not in EXCHANGE_TYPES:  # a plugin's type too (x-delayed-message, ...)
-            raise ConnectionError(COMMAND_INVALID, f"invalid exchange type '{kind}'")
+        if kind not in EXCHANGE_TYPES:
+            # RabbitMQ's words depend on whether the name is an Erlang atom it knows: a
+            # plugin's type it lacks (x-delayed-message, ...) is "unknown", others "invalid".
+            word = "unknown" if kind.startswith("x-") else "invalid"
+            raise ConnectionError(COMMAND_INVALID, f"{word} exchange type '{kind}'")
         if name == "":
             raise access_refused("operation not permitted on the default exchange")
         arguments = dict(arguments or {})
