@@ -53,7 +53,9 @@ def bench(session: nox.Session) -> None:
     Client: consume, publish, publish-persistent, rss (vs aio-pika, pika). Framework:
     route-bulk (vs asyncworker, aio-pika), route-each (vs FastStream, aio-pika), route-rss.
     CLI: cli-workers (`trioworker run --workers 2` vs `--workers 1`), startup (first
-    message and idle RSS of `trioworker run` vs `faststream run`).
+    message and idle RSS of `trioworker run` vs `faststream run`). Nameko: nameko-rpc
+    (`@app.nameko.rpc` and `app.nameko.call` vs Nameko 2.14.1; the script builds the
+    Nameko venv `.venv-nameko/` of tests/nameko/venv.py on first use).
     Other options go to benchmarks/run.py: --rounds 3, --count 100000, --rss-count 1000000,
     --fill-with pika|trioworker, --exact-count, --check (exit 1 unless every goal is met).
     """

@@ -90,7 +90,8 @@ async def wait_consumed(url: str, queue: str, service: subprocess.Popen[bytes], 
         async with connect(url) as conn:
             while True:
                 if service.poll() is not None:
-                    raise RuntimeError(f"nameko run exited:\n{log.read_text()[-3000:]}")
+                    tail = (await trio.Path(log).read_text())[-3000:]
+                    raise RuntimeError(f"nameko run exited:\n{tail}")
                 try:
                     async with conn.channel() as channel:
                         if (await channel.queue_declare(queue, passive=True)).consumer_count:
@@ -200,6 +201,14 @@ async def run(args: Any, python: Path, nameko: str, ours: str, service: Any, log
         p50_ms=served["seq_p50_ms"],
         p99_ms=served["seq_p99_ms"],
         nameko_version=served["nameko_version"],
+        note=(  # the driver's run line gives (a) 16 callers and (a) p50; the rest here
+            f"(a) 1 caller {served['seq_calls_per_s']:,.0f} calls/s, server CPU "
+            f"{served['seq_server_cpu_us']:.0f}/{served['conc_server_cpu_us']:.0f} us/call; "
+            f"(b) {called['seq_calls_per_s']:,.0f} / {called['conc_calls_per_s']:,.0f} "
+            f"calls/s, p50 {called['seq_p50_ms']:.2f} / {called['conc_p50_ms']:.2f} ms, "
+            f"caller CPU {called['seq_caller_cpu_us']:.0f} / "
+            f"{called['conc_caller_cpu_us']:.0f} us/call (1 / {args.callers} callers)"
+        ),
     )
     return Result(
         system=args.mode,
@@ -228,9 +237,7 @@ async def delete(url: str, queues: list[str]) -> None:
 def configure(parser: Any) -> None:
     parser.add_argument("--callers", type=int, default=16, help="concurrent callers (conc)")
     parser.add_argument("--seq-calls", type=int, default=1000, help="sequential calls (seq)")
-    parser.add_argument(
-        "--warmup-calls", type=int, default=100, help="calls before each phase"
-    )
+    parser.add_argument("--warmup-calls", type=int, default=100, help="calls before each phase")
 
 
 def main() -> int:

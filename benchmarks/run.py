@@ -14,7 +14,9 @@ system's script, then check the queue depth it left. Usually run through ``nox -
 Client scenarios: consume, publish, publish-persistent, rss. Worker-framework scenarios:
 route-bulk, route-each, route-rss, route-retry, route-retry-dlq (ours runs
 ``bench_framework.py``). RPC: rpc (latency with
-one caller, calls/s with 64; ``bench_rpc.py`` vs ``bench_rpc_aiopika.py``). CLI (``bench_cli.py``,
+one caller, calls/s with 64; ``bench_rpc.py`` vs ``bench_rpc_aiopika.py``), nameko-rpc
+(``bench_nameko.py``: our ``@app.nameko.rpc`` and ``app.nameko.call`` vs Nameko 2.14.1, run
+in its own venv by the script). CLI (``bench_cli.py``,
 the command measured from outside its process tree): cli-workers (``trioworker run --workers
 2`` vs ``--workers 1``), startup (``trioworker run`` vs ``faststream run``: first message,
 idle RSS). Pools: route-pool (``bench_pools.py``: a CPU-bound route in a process pool, a
@@ -212,6 +214,35 @@ SCENARIOS: dict[str, Scenario] = {
         goal=Goal(max_p50_ms=1.0, min_ratio={"aio-pika": 3.0}),
         scripts={"trioworker": "bench_rpc.py", "aio-pika": "bench_rpc_aiopika.py"},
         count_option="rpc_count",
+    ),
+    # Nameko RPC (bench_nameko.py; nameko_peer.py runs real Nameko 2.14.1 in the venv of
+    # tests/nameko/venv.py). (a) serve: Nameko's ClusterRpcProxy calls our @app.nameko.rpc
+    # vs a Nameko service; (b) call: app.nameko.call vs the proxy, calling that Nameko
+    # service (the `nameko` run is the baseline of both). One caller, then 16 concurrent
+    # callers sharing 4,000 calls; msg/s, client CPU and p50 of the run lines are (a)'s.
+    "nameko-rpc": Scenario(
+        "nameko-rpc",
+        ("trioworker", "nameko"),
+        prefill=False,
+        expect_depth_after="empty",
+        goal=Goal(),
+        modes={"trioworker": "trioworker", "nameko": "nameko"},
+        scripts={"trioworker": "bench_nameko.py", "nameko": "bench_nameko.py"},
+        venvs={"nameko": OURS},  # the script runs Nameko itself, in its own venv
+        count=4000,
+        script_args=("--callers", "16", "--seq-calls", "1000"),
+        figures=(
+            Figure("serve_seq_calls_per_s", "(a) proxy -> server, 1 caller", "calls/s"),
+            Figure("serve_conc_p50_ms", "(a) proxy -> server, 16 callers, p50", "ms"),
+            Figure("serve_seq_server_cpu_us", "(a) server CPU per call, 1 caller", "us"),
+            Figure("serve_conc_server_cpu_us", "(a) server CPU per call, 16 callers", "us"),
+            Figure("call_seq_calls_per_s", "(b) caller -> Nameko, 1 caller", "calls/s"),
+            Figure("call_seq_p50_ms", "(b) caller -> Nameko, 1 caller, p50", "ms"),
+            Figure("call_conc_calls_per_s", "(b) caller -> Nameko, 16 callers", "calls/s"),
+            Figure("call_conc_p50_ms", "(b) caller -> Nameko, 16 callers, p50", "ms"),
+            Figure("call_seq_caller_cpu_us", "(b) caller CPU per call, 1 caller", "us"),
+            Figure("call_conc_caller_cpu_us", "(b) caller CPU per call, 16 callers", "us"),
+        ),
     ),
     # The CLI (bench_cli.py: the command measured from outside its process tree).
     # cli-workers: `trioworker run cli_app:app --workers 2` (a supervisor, two workers) vs

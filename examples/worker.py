@@ -20,10 +20,16 @@ What happens:
 3. the route handles them 100 at a time: valid orders are acknowledged, orders with a
    negative quantity are rejected (dead-lettered) by the handler, non-JSON bodies are
    rejected by ``m.json()`` itself — only that message, the rest of the bulk goes on;
-4. when every order is settled the handler asks for a graceful stop (``app.shutdown()``):
-   the decisions of that last bulk are still sent, then an ``on_shutdown`` hook checks the
-   queues against the counts, prints the summary and deletes the queues. The process exits
+4. once the handler has seen every order, the ``on_started`` hook — still running, the job
+   is what it does — waits until the broker has every decision (the queue empty, the
+   dead-letter queue holding the rejected ones), deletes the queues and asks for a graceful
+   stop (``app.shutdown()``); an ``on_shutdown`` hook prints the summary. The process exits
    0 by itself, as after a SIGTERM.
+
+``TRIOWORKER_AMQP_URL=memory:// bash scripts/run-example.sh`` runs the same job on the
+in-memory broker (docs/memory-broker.md): no RabbitMQ at all. The checks go through the
+app's broker while it runs, which is why they are not in the ``on_shutdown`` hook: by then
+the connections are closed (and an in-memory broker is gone).
 
 One worker process: under ``--workers N`` each worker would publish its own orders, and the
 supervisor restarts a worker that stops by itself.
@@ -66,8 +72,9 @@ def build_app(count: int) -> App:
         expected[order(i)[1]] += 1
 
     @app.on_started
-    async def publish_orders(app: App) -> None:
+    async def run_job(app: App) -> None:
         started = time.perf_counter()
+        app["seen_all"] = trio.Event()  # set by the handler
 
         async def publish(lane: int) -> None:
             for i in range(lane, count, PUBLISHERS):
@@ -77,7 +84,26 @@ def build_app(count: int) -> App:
             for lane in range(PUBLISHERS):
                 nursery.start_soon(publish, lane)
         print(f"published {count} orders in {time.perf_counter() - started:.3f} s", flush=True)
-        app["started"] = started
+        await app["seen_all"].wait()
+        app["elapsed"] = time.perf_counter() - started
+        # The last bulk's decisions reach the broker just after its handler returned.
+        with trio.move_on_after(30):
+            while True:
+                left, dead = await queue_counts(app.amqp.url)
+                if left == 0 and dead >= expected["negative"] + expected["not_json"]:
+                    break
+                await trio.sleep(0.05)
+        app["left"], app["dead"] = await queue_counts(app.amqp.url, delete=True)
+        app.shutdown()  # graceful, as after a SIGTERM
+
+    async def queue_counts(url: str, *, delete: bool = False) -> tuple[int, int]:
+        async with amqp.connect(url) as conn, conn.channel() as channel:
+            left = (await channel.queue_declare(name, passive=True)).message_count
+            dead = (await channel.queue_declare(f"{name}.dead", passive=True)).message_count
+            if delete:
+                await channel.queue_delete(name)
+                await channel.queue_delete(f"{name}.dead")
+        return left, dead
 
     @app.amqp.consume([orders], bulk_size=100, flush_interval=0.2, declare=True)
     async def handle(messages: list[Message]) -> None:
@@ -95,19 +121,15 @@ def build_app(count: int) -> App:
             else:
                 stats["ok"] += 1
         if sum(stats[k] for k in expected) >= count:
-            app.shutdown()  # graceful: this bulk's decisions are still sent
+            app["seen_all"].set()  # this bulk's decisions are sent when it returns
 
     @app.on_shutdown
     async def report(app: App) -> None:
-        elapsed = time.perf_counter() - app.get("started", time.perf_counter())
-        async with amqp.connect(app.amqp.url) as conn, conn.channel() as channel:
-            left = (await channel.queue_declare(name, passive=True)).message_count
-            dead = (await channel.queue_declare(f"{name}.dead", passive=True)).message_count
-            await channel.queue_delete(name)
-            await channel.queue_delete(f"{name}.dead")
         stats = app["stats"]
+        left, dead = app.get("left", -1), app.get("dead", -1)
         print(
-            f"handled {count} orders in {stats['bulks']} bulks in {elapsed:.3f} s: "
+            f"handled {count} orders in {stats['bulks']} bulks in "
+            f"{app.get('elapsed', 0.0):.3f} s: "
             f"{stats['ok']} acked, {stats['negative']} rejected by the handler, "
             f"{stats['not_json']} not JSON"
         )

@@ -66,6 +66,16 @@ def test_worker_example_settles_every_order_under_the_cli(amqp_url: str) -> None
     assert "app 'trioworker-example' started" in result.stderr  # the CLI's logging
 
 
+def test_worker_example_runs_on_the_in_memory_broker() -> None:
+    """``TRIOWORKER_AMQP_URL=memory://``: the same job with no RabbitMQ at all (issue 14)."""
+    result = run_worker_example("memory://", EXAMPLE_ORDERS="1000")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout.splitlines()
+    assert "988 acked, 10 rejected by the handler, 2 not JSON" in result.stdout
+    assert "queue left with 0 messages, dead-letter queue with 12" in result.stdout
+    assert "in-memory broker" in result.stderr  # it says it is not durable
+
+
 @pytest.mark.broker
 def test_worker_example_reports_a_wrong_password_clearly(amqp_url: str) -> None:
     wrong = with_credentials(amqp_url, "guest", "not-the-password")

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from trioworker import App, WebSocket, open_app
+from trioworker.backends.http import _server
 
 from .conftest import MUST_HAPPEN
 from .websocket_client import in_thread, open_ws, read_until_closed, ws_url
@@ -68,3 +69,39 @@ async def test_shutdown_closes_every_socket_with_1001_after_the_grace_period(
     assert times["stubborn cancelled"] - stop_at >= GRACE  # it had its whole grace period
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "stubborn" in warnings[0] and "grace period" in warnings[0]
+
+
+async def test_a_client_that_stops_reading_does_not_hold_the_stop(
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hypercorn writes under a shield: a send to a client whose receive window is full
+    ignores the grace period's cancellation. The server closes such sockets under their
+    tasks shortly after the grace period, so the app's stop ends anyway."""
+    monkeypatch.setattr(_server, "STUCK_AFTER", 0.5)
+    caplog.set_level(logging.WARNING, logger="trioworker.http")
+    app = make_app(grace_period=0.5)
+    flooding = trio.Event()
+
+    @app.http.websocket("/flood")
+    async def flood(socket: WebSocket) -> None:
+        while True:
+            await socket.send(b"x" * 65536)
+            flooding.set()
+
+    stopped = threading.Event()
+    gave_up: list[bool] = []
+
+    def client(url: str) -> None:
+        # max_queue=1: the client takes one message and stops reading from the socket.
+        with open_ws(url, max_queue=1, compression=None, close_timeout=0.1):
+            gave_up.append(not stopped.wait(2 * MUST_HAPPEN))  # until the app has stopped
+
+    async with trio.open_nursery() as clients:
+        async with open_app(app):
+            clients.start_soon(in_thread, client, ws_url(app, "/flood"))
+            with trio.fail_after(MUST_HAPPEN):
+                await flooding.wait()
+        stopped.set()  # the app has stopped
+    assert gave_up == [False]  # its stop did not wait for the client to leave
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("still open" in w and "closed" in w for w in warnings)

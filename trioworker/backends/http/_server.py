@@ -173,7 +173,9 @@ async def serve(
     ``["http://127.0.0.1:8080"]``), so a taken port raises ``OSError`` to the starter.
     On the trigger: stop accepting (the listening sockets close), close idle keep-alive
     connections, and give requests in flight ``config.graceful_timeout`` seconds before
-    cancelling them — what hypercorn's own ``serve`` does.
+    cancelling them — what hypercorn's own ``serve`` does; connections still open
+    :data:`STUCK_AFTER` seconds later (a write to a client that does not read ignores
+    cancellation) have their sockets closed under them, so the stop always ends.
     """
     app = wrap_app(asgi, config.wsgi_max_body_size, "asgi")
     context = WorkerContext(None)
@@ -199,20 +201,14 @@ async def serve(
 
     streams: set[trio.SocketStream] = set()
     handler = partial(_serve_connection, limit, connection, streams)
+    serve_all = partial(trio.serve_listeners, handler, listeners)
     done = trio.Event()
     async with trio.open_nursery() as reaper:
         try:
             async with trio.open_nursery() as connections:
                 try:
                     async with trio.open_nursery() as accepting:
-                        accepting.start_soon(
-                            partial(
-                                trio.serve_listeners,
-                                handler,
-                                listeners,
-                                handler_nursery=connections,
-                            )
-                        )
+                        accepting.start_soon(partial(serve_all, handler_nursery=connections))
                         task_status.started(binds)
                         await shutdown_trigger()
                         accepting.cancel_scope.cancel()  # serve_listeners closes the listeners
