@@ -298,12 +298,9 @@ GZIP_JSON = Codec(
 
 
 def amqp_worker_codec(*, trace: bool = False, max_size: int = DEFAULT_MAX_DECODED_SIZE) -> Codec:
-    """amqp_worker's wire format: gzip JSON in its envelope, ``application/octet-stream``.
-
-    The registered ``"amqp_worker"`` codec is ``amqp_worker_codec()``. ``trace=True`` adds
-    the formatted traceback to error replies (``error["trace"]``), as amqp_worker does;
-    off by default, so a service's file paths and code lines stay in its own log.
-    """
+    """amqp_worker's wire format (the registered ``"amqp_worker"`` is the default one).
+    ``trace=True`` adds the traceback to error replies (``error["trace"]``) as amqp_worker
+    does; off by default, so a service's file paths and code lines stay in its own log."""
     return Codec(
         "amqp_worker",
         content_type="application/octet-stream",

@@ -167,3 +167,61 @@ async def test_killing_the_leader_then_a_workers_node_loses_no_message(
         f"first kill at {at_kill}, second at {at_second_kill}"
     )
     assert twice <= window, f"{twice} handled twice, more than the unacked windows ({window})"
+
+
+ROLLING_TOTAL = 6_000
+
+
+async def test_a_rolling_restart_of_the_cluster_loses_no_message(
+    healthy_cluster: Cluster, tmp_path: Path
+) -> None:
+    """Each node in turn stopped gracefully (its clients get ``CONNECTION_FORCED``, its
+    quorum leadership moves) and started again, while two workers consume."""
+    cluster = healthy_cluster
+    name = f"tw-cluster-rolling-{secrets.token_hex(4)}"
+    queue = app_module.queue(name)
+    dead_letters = queue.dead_letter_queue()
+    assert dead_letters is not None
+    first = cluster.nodes[0]
+    await declare(first.amqp_url, dead_letters.name, dead_letters.declare_arguments())
+    await declare(first.amqp_url, name, queue.declare_arguments())
+    results = tmp_path / "results"
+    results.mkdir()
+    workers: list[Worker] = []
+    lost_connections = 0
+    try:
+        await fill(first.amqp_url, name, range(ROLLING_TOTAL))
+        urls = cluster.urls
+        for order in ((0, 1, 2), (2, 0, 1)):
+            workers.append(Worker(tmp_path, results, name, [urls[i] for i in order]))
+        await wait_for(lambda: all(w.node() for w in workers), "both workers connected")
+        for node in cluster.nodes:
+            target = len(handled_ids(results)) + 500
+            await wait_for(lambda t=target: len(handled_ids(results)) >= t, "500 more handled")
+            lost_connections += sum(w.on(node) for w in workers)
+            await trio.to_thread.run_sync(node.halt)  # while the workers consume
+            (results / "hold").touch()  # held while it boots: messages left for the next
+            await trio.to_thread.run_sync(cluster.restart, node)
+            (results / "hold").unlink()
+            assert len(set(handled_ids(results))) < ROLLING_TOTAL, "done before the last node"
+        await wait_for(
+            lambda: len(set(handled_ids(results))) >= ROLLING_TOTAL, "every message handled"
+        )
+        for worker in workers:
+            assert worker.process.proc.poll() is None, worker.process.log()
+            worker.process.send(signal.SIGTERM)
+        for worker in workers:
+            assert worker.process.wait(MUST_HAPPEN) == 0, worker.process.log()
+        await wait_for_value(lambda: queue_state(cluster, name), (0, 0), "queue empty, no one")
+        assert (await queue_state(cluster, dead_letters.name))[0] == 0, "dead-lettered"
+    finally:
+        for worker in workers:
+            worker.process.kill()
+            print(f"----- {worker.process.log_path} -----\n{worker.process.log()[-4000:]}")
+        await delete_queues(cluster, name, dead_letters.name)
+
+    ids = handled_ids(results)
+    assert set(ids) == set(range(ROLLING_TOTAL)), f"{ROLLING_TOTAL - len(set(ids))} LOST"
+    twice = sum(n - 1 for n in Counter(ids).values())
+    print(f"handled {len(ids)}: {twice} twice; connections closed by a stop: {lost_connections}")
+    assert twice <= lost_connections * PREFETCH

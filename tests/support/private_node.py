@@ -167,6 +167,13 @@ class PrivateNode:
             self.started = False
         shutil.rmtree(self.base, ignore_errors=True)
 
+    def halt(self) -> None:
+        """Stop the node gracefully (``rabbitmqctl stop``: clients get ``CONNECTION_FORCED``,
+        quorum queues hand their leadership over), keeping its data: :meth:`start` brings
+        it back."""
+        self.ctl("stop", timeout=CTL_TIMEOUT)
+        self._process.wait(timeout=CTL_TIMEOUT)
+
     def kill(self) -> None:
         """``kill -9`` the node (its own process group only), keeping its data: a crash.
         :meth:`start` brings it back."""

@@ -111,7 +111,7 @@ class WebSocket:
         self._receive = receive
         self._send = send
         self._receiving: trio.CancelScope | None = None
-        self._stopped: WebSocketDisconnect | None = None
+        self._stopped: tuple[int, str] | None = None  # (code, reason) of stop_receiving()
         self._closed_by_us = False
 
     def __repr__(self) -> str:
@@ -140,12 +140,13 @@ class WebSocket:
         """The next message: ``str`` (text frame) or ``bytes`` (binary frame).
 
         Waits until the client sends one. Raises :class:`WebSocketDisconnect` once the
-        connection is over (the client's close code, 1009 for a message over
+        connection is over (the code the server reports for the client's close — 1006
+        under hypercorn 0.18, whatever the client sent — 1009 for a message over
         ``max_message_size``, 1001 when the server shuts down). One task at a time may
         receive. Cancel-safe: a cancelled receive takes no message.
         """
         if self._stopped is not None:
-            raise self._stopped
+            raise WebSocketDisconnect(*self._stopped)
         if self.state is WebSocketState.CLOSED:
             raise WebSocketDisconnect(self.close_code or 1000, self.close_reason)
         if self._receiving is not None:
@@ -157,8 +158,8 @@ class WebSocket:
                 message = await self._receive()
             finally:
                 self._receiving = None
-        if scope.cancelled_caught and self._stopped is not None:
-            raise self._stopped
+        if scope.cancelled_caught:  # only stop_receiving() cancels it
+            raise WebSocketDisconnect(*(self._stopped or (1001, "")))
         kind = message["type"]
         if kind == "websocket.disconnect":
             self._ended(int(message.get("code", 1005)), str(message.get("reason") or ""))
@@ -199,7 +200,7 @@ class WebSocket:
         and can say goodbye within its grace period instead of waiting for a client that
         may never send again.
         """
-        self._stopped = WebSocketDisconnect(code, reason)
+        self._stopped = (code, reason)
         if self._receiving is not None:
             self._receiving.cancel()
 

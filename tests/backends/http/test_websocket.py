@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 import trio
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+import trio.testing
+from websockets.exceptions import InvalidStatus
 
 from trioworker import App, WebSocket, WebSocketDisconnect, open_app
 
@@ -76,6 +77,7 @@ async def test_unknown_path_is_refused_in_the_handshake(make_app: MakeApp) -> No
     async with open_app(app):
         assert await in_thread(client, ws_url(app, "/nowhere")) == 404
         assert await in_thread(client, ws_url(app, "/ws/not-an-int")) == 404
+        assert await in_thread(client, ws_url(app, "/ws/1%00")) == 400  # a decoded NUL
 
 
 async def test_a_handler_that_closes_before_accepting_refuses_with_403(make_app: MakeApp) -> None:
@@ -184,7 +186,7 @@ async def test_client_disconnect_mid_handler_ends_the_handler_quietly(
     def client(url: str) -> None:
         with open_ws(url) as ws:
             ws.send("start")
-            while not working.is_set():  # noqa: ASYNC110 - a thread, polling a trio.Event
+            while not working.is_set():
                 time.sleep(0.01)
         # leaving the block closed the connection (close frame 1000)
 
@@ -265,3 +267,61 @@ async def test_a_slow_handler_slows_the_sender_and_loses_nothing(make_app: MakeA
     assert blocked_at < total  # the sender was held back, not buffered without bound
     assert done == ["all received"]
     assert received == list(range(total))  # in order, none lost
+
+
+def fake_asgi() -> tuple[Any, Any, Any, list[dict[str, Any]]]:
+    """A memory channel feeding an ASGI receive, and a send that records (unit tests of
+    the socket's own rules, no server)."""
+    to_app, from_client = trio.open_memory_channel[dict[str, Any]](10)
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    return to_app, from_client, send, sent
+
+
+async def test_stop_receiving_wakes_a_waiting_receive_without_taking_a_message() -> None:
+    to_app, from_client, send, sent = fake_asgi()
+    socket = WebSocket({"path": "/x"}, from_client.receive, send)
+    outcome: list[int] = []
+
+    async def reader() -> None:
+        try:
+            await socket.receive()
+        except WebSocketDisconnect as exc:
+            outcome.append(exc.code)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        socket.stop_receiving()
+    await to_app.send({"type": "websocket.receive", "text": "still queued"})
+    assert outcome == [1001]
+    assert sent == [{"type": "websocket.accept"}]
+    with pytest.raises(WebSocketDisconnect):
+        await socket.receive()  # stays stopped
+    await socket.send("a last word")  # sending still works
+    assert from_client.statistics().current_buffer_used == 1  # the message was not taken
+
+
+async def test_close_codes_and_use_after_close() -> None:
+    _, from_client, send, sent = fake_asgi()
+    socket = WebSocket({"path": "/x"}, from_client.receive, send)
+    for bad in (1005, 1006, 1015, 999, 5000):
+        with pytest.raises(ValueError):
+            await socket.close(bad)
+    with pytest.raises(ValueError):
+        await socket.close(1000, "x" * 124)  # a close frame's reason is at most 123 bytes
+    await socket.accept()
+    await socket.close(4000, "done")
+    await socket.close()  # closing twice does nothing
+    assert sent == [
+        {"type": "websocket.accept"},
+        {"type": "websocket.close", "code": 4000, "reason": "done"},
+    ]
+    with pytest.raises(RuntimeError):
+        await socket.send("too late")
+    with pytest.raises(WebSocketDisconnect) as closed:
+        await socket.receive()
+    assert closed.value.code == 4000

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
+import trio.lowlevel
 
 from trioworker import App, open_app
 
@@ -35,7 +36,7 @@ def add(a: int, b: int = 0) -> int:
 
 
 async def reserve(item: str, *, qty: int = 1) -> dict[str, Any]:
-    await trio.sleep(0)
+    await trio.lowlevel.checkpoint()
     if item == "apples":
         raise OutOfStock(f"no {item} left", qty)
     return {"item": item, "qty": qty}

@@ -119,7 +119,7 @@ class Failover:
         if self._opened_at is not None and now - self._opened_at >= STABLE_AFTER:
             self._rounds_failed = 0  # it worked for a while: a fresh start
         self._opened_at = None
-        self._position = self._position  # BREAK
+        self._position = (self._position + 1) % len(self.urls)
         self._failed_in_round += 1
         if self._failed_in_round < len(self.urls):
             return 0.0

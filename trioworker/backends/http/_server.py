@@ -29,6 +29,9 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
+from ._deflate import inflating_at_most
+from ._deflate import install as install_bounded_deflate
+
 if TYPE_CHECKING:
     from hypercorn.typing import Framework
 
@@ -177,6 +180,7 @@ async def serve(
     :data:`STUCK_AFTER` seconds later (a write to a client that does not read ignores
     cancellation) have their sockets closed under them, so the stop always ends.
     """
+    install_bounded_deflate()
     app = wrap_app(asgi, config.wsgi_max_body_size, "asgi")
     context = WorkerContext(None)
     sockets = config.create_sockets().insecure_sockets
@@ -197,7 +201,8 @@ async def serve(
         # TCPServer is typed for TLS streams; a plain SocketStream is what it gets here,
         # as from hypercorn's own accept loop (it tells them apart by attribute).
         server = _TCPServer(app, config, context, ConnectionState({}), cast("Any", stream))
-        await server.run()
+        with inflating_at_most(config.websocket_max_message_size):  # see _deflate
+            await server.run()
 
     streams: set[trio.SocketStream] = set()
     handler = partial(_serve_connection, limit, connection, streams)

@@ -7,7 +7,8 @@ while it arrives, so it never sits whole in memory). This module routes the hand
 runs the handler with a :class:`~trioworker.http.WebSocket`, and ends the connection:
 
 - unknown path: HTTP 404 during the handshake (ASGI's ``websocket.http.response``
-  extension; 403 from a server without it); while the app stops: 503;
+  extension; 403 from a server without it); a decoded NUL in the path: 400; while the app
+  stops: 503;
 - the handler returns: close 1000 (1001 at shutdown); it raises: close 1011 and one log
   line with the traceback; the client went away: nothing to close, nothing logged;
 - shutdown (:meth:`WebSocketRoutes.going_away`): every socket's ``receive()`` raises
@@ -95,8 +96,7 @@ class _Session:
             # from it rather than from self.scope: this runs either way.
             if self.scope.cancel_called:
                 log.warning(
-                    "WebSocket handler %s for %s did not finish within the grace period: "
-                    "cancelled",
+                    "WebSocket handler %s for %s did not finish within the grace period: cancelled",
                     endpoint.name,
                     self.socket.path,
                 )
@@ -132,7 +132,11 @@ def _only_disconnects(exc: BaseException) -> bool:
     return False
 
 
-_REASONS = {403: "forbidden", 404: "not found", 500: "internal server error"}
+_REASONS = {
+    400: "the request path contains a NUL character (%00)",
+    404: "not found",
+    500: "internal server error",
+}
 
 
 async def refuse(scope: Scope, send: Send, status: int) -> None:
@@ -240,6 +244,9 @@ class WebSocketRoutes:
             return  # the client left before the handshake was routed
         if self._stopping:
             await refuse(scope, send, 503)
+            return
+        if "\0" in scope["path"]:  # as for HTTP requests: no route can mean a decoded %00
+            await refuse(scope, send, 400)
             return
         found = self.router.resolve("GET", scope["path"])
         route = found.route

@@ -1,0 +1,84 @@
+"""permessage-deflate with a bound on what one message may inflate to.
+
+hypercorn accepts permessage-deflate (RFC 7692) whenever a client offers it — browsers
+always do — and wsproto inflates each read's worth of compressed payload with no limit,
+checking the message size only afterwards. A hostile client can send a few KiB that
+inflate to hundreds of MiB (measured: a 64 MiB bomb cost ~190 MB in one connection, even
+with a 1 MiB message limit), so the size limit does not bound memory on its own.
+
+This extension inflates at most ``limit + 1`` bytes per message (zlib's ``max_length``)
+and closes the connection with 1009 (message too big) as soon as a message would exceed
+the limit: a bomb costs its own compressed bytes plus the limit, and fails that connection
+only. The limit is the server's ``websocket_max_message_size``, read from a context
+variable that :func:`inflating_at_most` sets around each connection — hypercorn builds the
+extension inside the connection's task, which inherits it.
+
+hypercorn names the class it instantiates as a module global of its ``ws_stream`` module;
+:func:`install` points that name at this class (once, idempotent). The subclass only
+changes how much is inflated at a time, so behaviour for honest clients is unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+from hypercorn.protocol import ws_stream
+from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason
+
+__all__ = ["BoundedPerMessageDeflate", "inflating_at_most", "install"]
+
+#: Until a server sets one: hypercorn's own default message limit (16 MiB).
+_limit: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "trioworker_ws_inflate_limit", default=16 * 1024 * 1024
+)
+
+
+class BoundedPerMessageDeflate(PerMessageDeflate):
+    """wsproto's permessage-deflate, inflating no message past the connection's limit."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._max_inflated = _limit.get()
+        self._inflated = 0  # of the message being received
+
+    def frame_inbound_payload_data(self, proto: Any, data: bytes) -> bytes | CloseReason:
+        if not self._inbound_compressed or not self._inbound_is_compressible:
+            return data
+        decompressor = self._decompressor
+        assert decompressor is not None  # set by frame_inbound_header for compressed frames
+        room = self._max_inflated - self._inflated
+        try:
+            out = decompressor.decompress(bytes(data), room + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self._inflated += len(out)
+        # Output cut at room + 1 leaves input unconsumed: either way, past the limit.
+        if self._inflated > self._max_inflated or decompressor.unconsumed_tail:
+            return CloseReason.MESSAGE_TOO_BIG
+        return out
+
+    def frame_inbound_complete(self, proto: Any, fin: bool) -> bytes | CloseReason | None:
+        result = super().frame_inbound_complete(proto, fin)
+        if fin:
+            self._inflated = 0
+        return result
+
+
+@contextlib.contextmanager
+def inflating_at_most(limit: int) -> Iterator[None]:
+    """Bound inflation of every message received in this context to ``limit`` bytes."""
+    token = _limit.set(limit)
+    try:
+        yield
+    finally:
+        _limit.reset(token)
+
+
+def install() -> None:
+    """Make hypercorn negotiate :class:`BoundedPerMessageDeflate` instead of wsproto's."""
+    setattr(ws_stream, "PerMessageDeflate", BoundedPerMessageDeflate)  # noqa: B010 - a module global
