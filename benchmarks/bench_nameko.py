@@ -131,9 +131,11 @@ async def serve(python: Path, name: str, args: Any, service: Any, log: Path) -> 
         return await proxy_calls(python, name, args)
 
 
-async def call(name: str, nameko: str, args: Any) -> tuple[dict[str, Any], str]:
-    """(b): ``app.nameko.call`` calling the Nameko service; and our reply queue's name."""
+async def call(name: str, nameko: str, args: Any, queues: list[str]) -> dict[str, Any]:
+    """(b): ``app.nameko.call`` calling the Nameko service (its reply queue goes to
+    ``queues``, for the clean-up)."""
     app = App(amqp_url=args.url, name=name)
+    queues.append(app.nameko.reply_queue)
     out: dict[str, Any] = {}
     wrong = 0
 
@@ -179,10 +181,12 @@ async def call(name: str, nameko: str, args: Any) -> tuple[dict[str, Any], str]:
         out.update(phase("conc", args.count, seconds, latencies, caller, server))
     if wrong:
         raise RuntimeError(f"{wrong} wrong replies")
-    return out, app.nameko.reply_queue
+    return out
 
 
-async def run(args: Any, python: Path, nameko: str, ours: str, service: Any, log: Path) -> Result:
+async def run(
+    args: Any, python: Path, nameko: str, ours: str, service: Any, log: Path, queues: list[str]
+) -> Result:
     await wait_consumed(args.url, f"rpc-{nameko}", service, log)
     rss_start = rss_mb()
     if args.mode == "nameko":
@@ -190,8 +194,7 @@ async def run(args: Any, python: Path, nameko: str, ours: str, service: Any, log
         served, called = baseline, baseline
     else:
         served = await serve(python, ours, args, service, log)
-        called, reply_queue = await call(ours, nameko, args)
-        await delete(args.url, [f"rpc-{ours}", reply_queue])
+        called = await call(ours, nameko, args, queues)
     phases = ("seq_", "conc_")
     extra: dict[str, Any] = {f"serve_{k}": v for k, v in served.items() if k.startswith(phases)}
     extra.update({f"call_{k}": v for k, v in called.items() if k.startswith(phases)})
@@ -255,8 +258,11 @@ def main() -> int:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+        # Every queue a run declares goes at the end, failed runs included (our reply
+        # queue would otherwise linger for its 5-minute x-expires, rpc-* for ever).
+        queues = [f"rpc-{nameko}", f"rpc-{ours}"]
         try:
-            result = trio.run(run, args, python, nameko, ours, service, log)
+            result = trio.run(run, args, python, nameko, ours, service, log, queues)
         finally:
             if service.poll() is None:
                 service.send_signal(signal.SIGTERM)  # nameko run stops gracefully on it
@@ -265,7 +271,7 @@ def main() -> int:
                 except subprocess.TimeoutExpired:
                     service.kill()
                     service.wait()
-            trio.run(delete, args.url, [f"rpc-{nameko}"])
+            trio.run(delete, args.url, queues)
     result.emit()
     return 0
 

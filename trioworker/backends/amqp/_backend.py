@@ -249,7 +249,8 @@ class AMQPBackend(Sending):
         pool: str | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register an RPC handler: it receives the request ``Message`` (or, annotated
-        with a dataclass/pydantic model, the validated body) and returns the reply value.
+        with a dataclass/pydantic model, the validated body; with an envelope codec such as
+        ``"amqp_worker"``, the request's value) and returns the reply value.
 
         The reply goes to the request's ``reply_to`` through the default exchange with the
         same ``correlation_id``, encoded with ``codec``. The request queue is declared
