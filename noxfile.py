@@ -55,14 +55,17 @@ def bench(session: nox.Session) -> None:
     CLI: cli-workers (`trioworker run --workers 2` vs `--workers 1`), startup (first
     message and idle RSS of `trioworker run` vs `faststream run`). Nameko: nameko-rpc
     (`@app.nameko.rpc` and `app.nameko.call` vs Nameko 2.14.1; the script builds the
-    Nameko venv `.venv-nameko/` of tests/nameko/venv.py on first use).
+    Nameko venv `.venv-nameko/` of tests/nameko/venv.py on first use). WebSocket:
+    websocket-echo (`@app.http.websocket` echo vs a raw ASGI echo app on the same hypercorn,
+    1 and 100 clients; messages/s, p50/p99, server CPU per message; --ws-count 20000).
     Other options go to benchmarks/run.py: --rounds 3, --count 100000, --rss-count 1000000,
     --fill-with pika|trioworker, --exact-count, --check (exit 1 unless every goal is met).
     """
     import os
     from pathlib import Path
 
-    session.install("-e", ".[process]")  # route-pool: trio-parallel
+    # route-pool: trio-parallel; websocket-echo: the websockets client (the load process)
+    session.install("-e", ".[process]", "websockets>=13")
     session.run("bash", "scripts/ensure-rabbitmq.sh", external=True)
     bindir = "Scripts" if os.name == "nt" else "bin"
     pythons = {"trioworker": str(Path(session.bin) / "python")}

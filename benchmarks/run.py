@@ -20,7 +20,9 @@ in its own venv by the script). CLI (``bench_cli.py``,
 the command measured from outside its process tree): cli-workers (``trioworker run --workers
 2`` vs ``--workers 1``), startup (``trioworker run`` vs ``faststream run``: first message,
 idle RSS). Pools: route-pool (``bench_pools.py``: a CPU-bound route in a process pool, a
-thread pool and on the loop).
+thread pool and on the loop). WebSocket: websocket-echo (``bench_websocket.py``: an
+``@app.http.websocket`` echo route vs a raw ASGI echo app on the same hypercorn, 1 and 100
+clients; no broker).
 """
 
 from __future__ import annotations
@@ -311,6 +313,31 @@ SCENARIOS: dict[str, Scenario] = {
             Figure("hop_us_per_bulk", "pool cost per bulk of 64 (no-op handler)", "us"),
             Figure("parent_cpu_us_per_msg", "app process CPU per message", "us"),
             Figure("work_ms", "one message's work", "ms"),
+        ),
+    ),
+    # WebSocket echo (bench_websocket.py; no broker: the driver's queue stays unused): an
+    # @app.http.websocket route vs hypercorn serving a raw ASGI echo app (websocket_peer.py),
+    # each server in its own process, the websockets client in the script's. --ws-count
+    # 64-byte text messages sent by 1 client, then shared by 100 (one in flight each).
+    # msg/s of the run lines are the 100 clients'; "client CPU" is the load process's.
+    "websocket-echo": Scenario(
+        "websocket-echo",
+        ("trioworker", "hypercorn"),
+        prefill=False,
+        expect_depth_after="empty",
+        goal=Goal(),
+        modes={"trioworker": "trioworker", "hypercorn": "hypercorn"},
+        scripts={"trioworker": "bench_websocket.py", "hypercorn": "bench_websocket.py"},
+        venvs={"hypercorn": OURS},  # the same hypercorn, from our venv
+        count_option="ws_count",
+        script_args=("--clients", "100", "--size", "64"),
+        figures=(
+            Figure("one_msg_per_s", "1 client", "msg/s"),
+            Figure("conc_p50_ms", "100 clients, p50 round trip", "ms"),
+            Figure("conc_p99_ms", "100 clients, p99 round trip", "ms"),
+            Figure("one_server_cpu_us", "server CPU per message, 1 client", "us"),
+            Figure("conc_server_cpu_us", "server CPU per message, 100 clients", "us"),
+            Figure("conc_server_rss_mib", "server RSS, 100 sockets open", "MiB"),
         ),
     ),
 }
@@ -683,6 +710,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--rss-count", type=int, default=1_000_000)
     parser.add_argument("--rpc-count", type=int, default=20_000, help="rpc: calls by 64 callers")
+    parser.add_argument(
+        "--ws-count", type=int, default=20_000, help="websocket-echo: messages per phase"
+    )
     parser.add_argument(
         "--exact-count",
         action="store_true",

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Sequence
 
-from .amqp import default_url
+from .amqp import default_urls, split_urls
 
 FLUSH_INTERVAL_ENV = "TRIOWORKER_FLUSH_INTERVAL"
 PREFETCH_ENV = "TRIOWORKER_PREFETCH"
@@ -123,18 +122,6 @@ def http_port() -> int | None:
 AMQP_URL_ENV = "TRIOWORKER_AMQP_URL"  # the name trioworker.amqp.connect() reads too
 AMQP_SHUFFLE_ENV = "TRIOWORKER_AMQP_SHUFFLE"
 
-#: Between two URLs of a list: a comma, where the next URL begins.
-_URL_SEPARATOR = re.compile(r"\s*,\s*(?=amqps?://)", re.IGNORECASE)
-
-
-def split_urls(text: str) -> list[str]:
-    """``"url1,url2,url3"`` → the URLs of one cluster's nodes.
-
-    Cut only at a comma followed by ``amqp://`` or ``amqps://``: a password holding a comma
-    is never cut in two (a piece of it would then be quoted in the error about a bad URL).
-    """
-    return [part for part in _URL_SEPARATOR.split(text.strip().strip(",").strip()) if part]
-
 
 def amqp_urls(argument: str | Sequence[str] | None) -> tuple[list[str], str]:
     """The default connection's URLs — ``App(amqp_url=)`` (a URL, comma-separated URLs or
@@ -145,7 +132,7 @@ def amqp_urls(argument: str | Sequence[str] | None) -> tuple[list[str], str]:
     if argument is not None and not isinstance(argument, str):
         return list(argument), "amqp_url"
     from_env = bool(os.environ.get(AMQP_URL_ENV))
-    return split_urls(default_url()), f"${AMQP_URL_ENV}" if from_env else "the default URL"
+    return default_urls(), f"${AMQP_URL_ENV}" if from_env else "the default URL"
 
 
 def amqp_shuffle() -> bool:

@@ -153,3 +153,19 @@ def test_default_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_url() == "amqp://guest:guest@127.0.0.1:5672/%2F"
     monkeypatch.setenv("TRIOWORKER_AMQP_URL", "amqp://other/%2F")
     assert default_url() == "amqp://other/%2F"
+
+
+def test_default_url_is_the_first_of_a_comma_separated_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``$TRIOWORKER_AMQP_URL`` may list a cluster's nodes (the framework fails over across
+    them); ``connect()`` without a URL goes to the first, and a comma in a password is not
+    a separator."""
+    from trioworker.amqp import default_url, default_urls
+
+    first = "amqp://u:p,w@node1:5672/"
+    monkeypatch.setenv("TRIOWORKER_AMQP_URL", f"{first}, amqp://u:p,w@node2:5672/")
+    assert default_urls() == [first, "amqp://u:p,w@node2:5672/"]
+    assert default_url() == first
+    monkeypatch.delenv("TRIOWORKER_AMQP_URL")
+    assert default_url() == "amqp://guest:guest@127.0.0.1:5672/%2F"

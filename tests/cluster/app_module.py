@@ -23,8 +23,9 @@ import trio
 
 from trioworker import App, Message, Queue
 
-#: Returns to the queue before a message is dead-lettered: far more than the test's two
-#: failovers can cost any message (each returns what a worker held unacknowledged once).
+#: Returns to the queue before a message is dead-lettered: far more than the tests'
+#: failovers (two kills, three restarts) can cost a message (each returns once what a
+#: worker held unacknowledged).
 DELIVERY_LIMIT = 10
 
 

@@ -10,6 +10,9 @@ What must hold: every message handled; handled twice only what the killed connec
 unacknowledged (at most one prefetch window per worker per connection lost); the queue and
 its dead-letter queue empty at the end; both workers still alive, healthy, and saying (log,
 ``/health``, ``/metrics``) which node they are on; a graceful stop still exits 0.
+
+The same holds through a rolling restart: each node stopped gracefully and started again in
+turn while the workers consume.
 """
 
 from __future__ import annotations

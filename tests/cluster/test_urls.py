@@ -17,8 +17,7 @@ from tests.conftest import broker_address
 from tests.metrics._scrape import scrape, value
 from tests.support.private_node import free_port
 from trioworker import App, StartupError, open_app
-from trioworker._settings import split_urls
-from trioworker.amqp import URLError
+from trioworker.amqp import URLError, split_urls
 from trioworker.backends.amqp._failover import STABLE_AFTER, Failover, node_label
 
 from ._helpers import wait_for

@@ -17,6 +17,8 @@ with extra configuration::
         node.ctl("list_queues")
         node.set_env("consumer_timeout", 2000)   # application env, for new channels
         with node.memory_alarm(): ...             # publishers blocked meanwhile
+        node.kill(); node.start()                 # a crash (kill -9), then back on its data
+        node.halt(); node.start()                 # a graceful stop, then back
     finally:
         node.stop()       # always: kills the node and removes its directory
 """

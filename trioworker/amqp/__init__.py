@@ -44,7 +44,15 @@ from ._rpc import (
     rpc_client,
 )
 from ._transports import Opener, register_transport, unregister_transport
-from ._url import ConnectionParameters, URLError, default_url, parse_url, redact_url
+from ._url import (
+    ConnectionParameters,
+    URLError,
+    default_url,
+    default_urls,
+    parse_url,
+    redact_url,
+    split_urls,
+)
 from .protocol import (
     AMQPError,
     BasicProperties,
@@ -99,10 +107,12 @@ __all__ = [
     "connect",
     "default_client_properties",
     "default_url",
+    "default_urls",
     "open_rpc_client",
     "parse_url",
     "redact_url",
     "register_transport",
     "rpc_client",
+    "split_urls",
     "unregister_transport",
 ]

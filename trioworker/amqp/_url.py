@@ -80,9 +80,29 @@ class ConnectionParameters:
         return f"{scheme}://{self.username}@{self.host}:{self.port}/{vhost}"
 
 
+#: Between two URLs of a list: a comma, where the next URL begins.
+_URL_SEPARATOR = re.compile(r"\s*,\s*(?=amqps?://)", re.IGNORECASE)
+
+
+def split_urls(text: str) -> list[str]:
+    """``"url1,url2,url3"`` → the URLs of one cluster's nodes.
+
+    Cut only at a comma followed by ``amqp://`` or ``amqps://``: a password holding a comma
+    is never cut in two (a piece of it would then be quoted in the error about a bad URL).
+    """
+    return [part for part in _URL_SEPARATOR.split(text.strip().strip(",").strip()) if part]
+
+
+def default_urls() -> list[str]:
+    """``$TRIOWORKER_AMQP_URL`` (one URL, or a cluster's URLs comma-separated) if set, else
+    the local broker with guest/guest."""
+    return split_urls(os.environ.get(URL_ENV_VAR) or "") or [DEFAULT_URL]
+
+
 def default_url() -> str:
-    """``$TRIOWORKER_AMQP_URL`` if set, else the local broker with guest/guest."""
-    return os.environ.get(URL_ENV_VAR) or DEFAULT_URL
+    """The URL ``connect()`` uses without one: the first of :func:`default_urls` (a client
+    connection goes to one node; the framework fails over across all of them)."""
+    return default_urls()[0]
 
 
 def redact_url(url: str) -> str:

@@ -21,15 +21,15 @@ import trio
 from prometheus_client.metrics_core import Metric
 
 from ... import _settings
-from ...amqp import parse_url
 from ...codecs import Codec, get_codec
 from ...pipeline._actions import Actions
 from ...pipeline._backend import AppServices, Health
 from ...pipeline._handlers import Handler, handler_name
+from ._connections import Connections
 from ._failover import check_urls
 from ._health import amqp_health
 from ._metrics import amqp_families
-from ._registration import QueueArg, split_queues, vhost_url, warn_about
+from ._registration import QueueArg, split_queues, warn_about
 from ._retry_policy import Retry
 from ._retrying import ExhaustedHook, route_on_exception
 from ._routes import DEFAULT_CONNECTION, AMQPRoute
@@ -62,11 +62,8 @@ class AMQPBackend(Sending):
         self.prefetch = prefetch
         #: Whether connections try their nodes in a random order (``App(amqp_shuffle=)``).
         self.shuffle = shuffle
-        self._connections: dict[str, tuple[str, ...]] = {DEFAULT_CONNECTION: self.urls}
-        self._redirected_from: dict[str, tuple[str, ...]] | None = None  # see redirect()
-        self._shuffles: dict[str, bool] = {DEFAULT_CONNECTION: shuffle}
-        #: Per connection name: the TLS context its ``connect()`` gets (None: the default).
-        self._ssl_contexts: dict[str, ssl.SSLContext | None] = {DEFAULT_CONNECTION: ssl_context}
+        #: Connection name → URLs, TLS context, shuffle (``add_connection()``).
+        self.connections = Connections(self.urls, ssl_context=ssl_context, shuffle=shuffle)
         self._supervisors: dict[tuple[str, str | None], Supervisor] = {}
         self.routes: list[AMQPRoute] = []
         self._enabled = False
@@ -95,28 +92,7 @@ class AMQPBackend(Sending):
         one URL or the URLs of one cluster's nodes (``shuffle``: try them in a random
         order; default: as the app's ``amqp_shuffle``); ``ssl_context`` for its TLS (a
         private CA, a client certificate)."""
-        urls = check_urls(url, what=f"connection {name!r}")  # fail now, not at startup
-        shuffle = self.shuffle if shuffle is None else shuffle
-        if name in self._connections and (
-            self._connections[name] != urls
-            or self._ssl_contexts.get(name) is not ssl_context
-            or self._shuffles.get(name) != shuffle
-        ):
-            raise ValueError(f"connection {name!r} is already defined")
-        self._connections[name] = urls
-        self._shuffles[name] = shuffle
-        self._ssl_contexts[name] = ssl_context
-
-    def _url_for(self, connection: str, vhost: str | None) -> tuple[str, ...]:
-        """The URLs of ``connection`` (its nodes), on ``vhost`` if given."""
-        try:
-            urls = self._connections[connection]
-        except KeyError:
-            raise ValueError(
-                f"unknown AMQP connection {connection!r}; add it with "
-                f"app.amqp.add_connection({connection!r}, url)"
-            ) from None
-        return tuple(vhost_url(url, vhost) for url in urls)
+        self.connections.add(name, url, ssl_context=ssl_context, shuffle=shuffle)
 
     def _supervisor(self, connection: str, vhost: str | None) -> Supervisor:
         key = (connection, vhost)
@@ -125,10 +101,10 @@ class AMQPBackend(Sending):
             sup = Supervisor(
                 self.app,
                 key,
-                self._url_for(connection, vhost),
-                shuffle=self._shuffles.get(connection, False),
+                self.connections.urls(connection, vhost),
+                shuffle=self.connections.shuffle_of(connection),
             )
-            sup.ssl_context = self._ssl_contexts.get(connection)
+            sup.ssl_context = self.connections.ssl_context_of(connection)
             self._supervisors[key] = sup
             if self._nursery is not None:
                 self._follow_stop(sup)
@@ -198,7 +174,7 @@ class AMQPBackend(Sending):
             raise TypeError("on_success and on_exception must be trioworker.Actions members")
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be positive")
-        self._url_for(connection, vhost)  # unknown connection: fail at registration
+        self.connections.urls(connection, vhost)  # unknown connection: fail at registration
 
         def register(handler: Handler) -> Handler:
             call = pooled_call(self, pool, handler, name, codec, accept)  # docs/pools.md
@@ -261,7 +237,7 @@ class AMQPBackend(Sending):
         accept = tuple(accept)
         for extra in accept:
             get_codec(extra)
-        self._url_for(connection, vhost)
+        self.connections.urls(connection, vhost)
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be positive")
 
@@ -309,7 +285,7 @@ class AMQPBackend(Sending):
         """The supervisor of ``connection``/``vhost``, the backend started on demand first
         if the app runs without it (it had no routes)."""
         if self._nursery is None:
-            self._url_for(connection, vhost)  # an unknown connection fails before starting
+            self.connections.urls(connection, vhost)  # an unknown connection fails first
             self._on_demand = True
             if not self.app.start_backend(self):  # not running, or shutting down
                 self._on_demand = False
@@ -354,8 +330,8 @@ class AMQPBackend(Sending):
                 return
             if self.app.shutting_down:  # started on demand by a draining handler: no routes
                 self._consuming_stopped = True
-            urls = [u for key in self._supervisors for u in self._url_for(*key)]
-            urls += [u for urls in self._connections.values() for u in urls]
+            urls = [u for key in self._supervisors for u in self.connections.urls(*key)]
+            urls += self.connections.all_urls()
             brokers: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
             if any(url.startswith("memory:") for url in urls):  # docs/memory-broker.md
                 from ...testing._broker import serve_memory_urls  # only memory:// apps load it
@@ -415,15 +391,8 @@ class AMQPBackend(Sending):
         the app runs (:class:`RuntimeError`)."""
         if self._nursery is not None:
             raise RuntimeError("app.amqp.redirect() cannot move the connections of a running app")
-        if url is None:
-            self._connections.update(self._redirected_from or {})
-            self._redirected_from = None
-        else:
-            check_urls(url, what="redirect()")
-            self._redirected_from = self._redirected_from or dict(self._connections)
-            for name, urls in list(self._connections.items()):
-                self._connections[name] = (vhost_url(url, parse_url(urls[0]).virtual_host),)
-        self.urls = self._connections[DEFAULT_CONNECTION]
+        self.connections.redirect(url)
+        self.urls = self.connections.urls(DEFAULT_CONNECTION)
         self.url = self.urls[0]
         for key, sup in self._supervisors.items():
-            sup.use_urls(self._url_for(*key))
+            sup.use_urls(self.connections.urls(*key))
