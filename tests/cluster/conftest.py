@@ -1,4 +1,4 @@
-"""Fixtures of the cluster tests: the session's 3-node cluster, whole at each test's start."""
+"""Fixtures of the cluster tests: the package's 3-node cluster, whole at each test's start."""
 
 from __future__ import annotations
 

@@ -156,9 +156,11 @@ def _join(node: PrivateNode, first: str) -> None:
         ) from exc
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster() -> Iterator[Cluster]:
-    """A 3-node cluster for the session, stopped at the end whatever happens.
+    """A 3-node cluster for the tests of the package that uses it (``tests/cluster``),
+    stopped once they are done whatever happens: three idle nodes (~0.5 GB, some CPU) would
+    otherwise share the machine with the rest of the suite.
 
     Tests may kill nodes; each starts with :meth:`Cluster.heal` (or the ``healthy_cluster``
     fixture of ``tests/cluster``), so a test finds every node up.
