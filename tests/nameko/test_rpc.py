@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import secrets
+import uuid
 from collections.abc import Callable
+from datetime import date, datetime, time
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -183,6 +186,37 @@ async def test_we_call_nameko_methods(
         # An unknown service fails at once, long before the timeout.
         with pytest.raises(nameko.UnknownService, match="nobody_here"):
             await app.nameko.call(f"nobody_here{secrets.token_hex(2)}", "x", timeout=20)
+
+
+async def test_kombu_typed_values_travel_as_their_types_both_ways(
+    nameko_peer: NamekoPeer, make_app: Callable[..., App]
+) -> None:
+    """kombu writes datetimes, decimals, UUIDs and bytes as ``{"__type__", "__value__"}``
+    markers and reads them back: a value we send reaches Nameko as its type, and one Nameko
+    sends reaches our handler as its type."""
+    peer = nameko_peer
+    app = make_app(name=peer.our)
+    peer.queues.append(app.nameko.reply_queue)
+
+    @app.nameko.rpc
+    async def echo_type(value: Any) -> list[Any]:
+        return [type(value).__name__, value]
+
+    values = [
+        datetime(2024, 1, 2, 3, 4, 5, 6),
+        date(2024, 1, 2),
+        time(3, 4, 5),
+        Decimal("1.10"),
+        uuid.UUID(int=7),
+        b"text bytes",
+        b"\xff\x00 not utf-8",
+    ]
+    async with open_app(app):
+        for value in values:
+            expected = [type(value).__name__, value]
+            assert await app.nameko.call(peer.name, "typed", value) == expected
+            # Nameko's RpcProxy calling our method with it, and our reply read by Nameko.
+            assert await app.nameko.call(peer.name, "relay", "echo_type", value) == expected
 
 
 async def test_context_goes_round_trip(

@@ -8,6 +8,7 @@ odd headers, the refusals at registration).
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import pytest
@@ -135,3 +136,28 @@ def test_registration_refuses_what_could_never_work() -> None:
         app.nameko.rpc(name="get")(get)
     with pytest.raises(RuntimeError, match="before registering"):
         app.nameko.configure(rpc_concurrency=2)
+
+
+def test_kombu_json_markers_round_trip_and_unknown_ones_stay_dicts() -> None:
+    import uuid
+    from datetime import date, datetime, time
+    from decimal import Decimal
+
+    from trioworker.backends.nameko._kombu_json import decode, encode
+
+    value = {
+        "at": datetime(2024, 1, 2, 3, 4, 5),
+        "day": date(2024, 1, 2),
+        "t": time(3, 4),
+        "price": Decimal("9.99"),
+        "id": uuid.UUID(int=1),
+        "raw": b"\xff",
+        "plain": [1, "x", None],
+    }
+    assert json.loads(encode(value))["at"] == {
+        "__type__": "datetime",
+        "__value__": "2024-01-02T03:04:05",
+    }
+    assert decode(encode(value)) == value
+    future = {"__type__": "some-new-type", "__value__": 1}
+    assert decode(json.dumps(future).encode()) == future

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from ...amqp import NoRouteError
 from ...amqp import RemoteError as AMQPRemoteError
-from ...codecs import Codec, get_codec
 from ..amqp import Exchange
+from ._kombu_json import NAMEKO_JSON
 
 __all__ = [
     "BAD_REQUEST_PATH",
@@ -42,18 +42,6 @@ RPC_EXCHANGE = Exchange("nameko-rpc", type="topic", durable=True)
 #: ``x-expires`` of a caller's reply queue (``RPC_REPLY_QUEUE_TTL``): gone 5 minutes after
 #: its consumer, so a caller that died leaves nothing behind for long.
 REPLY_QUEUE_TTL_MS = 300_000
-
-_JSON = get_codec("json")
-#: kombu's JSON: ``application/json`` with ``content_encoding: utf-8``. Nameko writes the
-#: encoding, so a route decoding plain ``json`` (no encoding) would refuse every Nameko
-#: message; this codec reads both spellings and writes kombu's.
-NAMEKO_JSON = Codec(
-    "nameko-json",
-    content_type="application/json",
-    content_encoding="utf-8",
-    encode=_JSON.encode,
-    decode=_JSON.decode,
-)
 
 
 def event_exchange(service: str) -> Exchange:
