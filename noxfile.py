@@ -58,14 +58,18 @@ def bench(session: nox.Session) -> None:
     Nameko venv `.venv-nameko/` of tests/nameko/venv.py on first use). WebSocket:
     websocket-echo (`@app.http.websocket` echo vs a raw ASGI echo app on the same hypercorn,
     1 and 100 clients; messages/s, p50/p99, server CPU per message; --ws-count 20000).
+    Cluster: cluster (a private 3-node RabbitMQ cluster started by the script: the bulk
+    route on a quorum queue vs a classic queue on one node, and node kill -9 to the first
+    message a worker handles on a surviving node, p50/max over 6 kills).
     Other options go to benchmarks/run.py: --rounds 3, --count 100000, --rss-count 1000000,
     --fill-with pika|trioworker, --exact-count, --check (exit 1 unless every goal is met).
     """
     import os
     from pathlib import Path
 
-    # route-pool: trio-parallel; websocket-echo: the websockets client (the load process)
-    session.install("-e", ".[process]", "websockets>=13")
+    # route-pool: trio-parallel; websocket-echo: the websockets client (the load process);
+    # cluster: pytest, imported by tests/support/cluster.py (the cluster the script starts)
+    session.install("-e", ".[process]", "websockets>=13", "pytest>=8.0")
     session.run("bash", "scripts/ensure-rabbitmq.sh", external=True)
     bindir = "Scripts" if os.name == "nt" else "bin"
     pythons = {"trioworker": str(Path(session.bin) / "python")}

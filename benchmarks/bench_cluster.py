@@ -18,18 +18,16 @@ replicas, its leader on node 1) or a durable classic queue (on node 1 alone) —
 COUNT persistent 256-byte JSON messages (publisher confirms, window 1000) and runs the
 ``route-bulk`` benchmark on it (``bench_framework.py bulk``: an App's bulk route, bulk 256,
 prefetch 1024) connected to the queue's leader node, in a process of its own. Per run:
-msg/s and client CPU per message (that process's), the cluster's CPU per message (the three
-nodes' ``beam.smp``, from ``/proc``), and the fill rate. Figures are medians per kind.
+msg/s and client CPU per message (that process's), the cluster's CPU per message and minor
+page faults (the three nodes' ``beam.smp``, from ``/proc``), and the fill rate. Figures are
+medians per kind.
 
-**Failover** (``--kills`` kills). A worker (``trioworker run cluster_app:app``, a real
-process, the three URLs in order 1, 2, 3) consumes a quorum queue one message per call,
-stamping each on a file (see ``cluster_app.py``), while a publisher on another node sends
-``--rate`` persistent messages a second. Each kill: once the worker handles messages on its
-node, ``kill -9`` that node; the figure is the time from the kill to the first message the
-worker handles on a surviving node — the worker sees its socket close, connects to the
-next URL, redeclares, consumes, and gets its unacked messages back or the next published
-one (and, when the dead node led the queue, waits for a new leader). Then the node is
-restarted (it rejoins; its replica catches up) before the next kill.
+**Failover** (``--kills`` kills, ``cluster_failover.py``). A worker (``trioworker run
+cluster_app:app``, a real process, the three URLs in order) consumes a quorum queue one
+message per call while a publisher on another node sends ``--rate`` messages a second;
+``kill -9`` the worker's node and time it to the first message the worker handles on a
+surviving node (half of the kills with the victim leading the queue, half not); restart the
+node between kills. p50 and max, and the log's split of it.
 """
 
 from __future__ import annotations
@@ -37,11 +35,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
+import shutil
 import signal
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -49,21 +47,15 @@ from typing import Any
 
 import trio
 from _common import BODY, CONTENT_TYPE, Result, parse_args
+from cluster_failover import FailoverError, delete, failover, reset
+
+from tests.support.cluster import Cluster
+from trioworker.amqp import BasicProperties, connect
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # ``tests`` (the cluster fixture's code) is importable
-
-from tests.cluster._helpers import node_in_log, port_of  # noqa: E402
-from tests.support.cluster import Cluster  # noqa: E402
-from tests.support.private_node import PrivateNode  # noqa: E402
-from trioworker import Queue  # noqa: E402
-from trioworker.amqp import BasicProperties, connect  # noqa: E402
-
-BIN = Path(sys.executable).parent  # the venv's bin/ (not resolved: it would leave the venv)
 TICKS = os.sysconf("SC_CLK_TCK")
 PERSISTENT = BasicProperties(delivery_mode=2, content_type=CONTENT_TYPE)
 FILL_WINDOW = 1000
-WAIT = 120.0  # upper bound for what must happen (two cores shared by three nodes and us)
 
 
 class BenchError(RuntimeError):
@@ -71,21 +63,6 @@ class BenchError(RuntimeError):
 
 
 # ---------------------------------------------------------------- queues and the cluster
-
-
-def arguments(kind: str) -> dict[str, Any]:
-    return Queue("x", kind="quorum").declare_arguments() if kind == "quorum" else {}
-
-
-async def reset(url: str, name: str, kind: str) -> None:
-    async with connect(url, connection_name="bench-cluster-admin") as conn, conn.channel() as ch:
-        await ch.queue_delete(name)
-        await ch.queue_declare(name, durable=True, arguments=arguments(kind))
-
-
-async def delete(url: str, name: str) -> None:
-    async with connect(url, connection_name="bench-cluster-admin") as conn, conn.channel() as ch:
-        await ch.queue_delete(name)
 
 
 async def depth(url: str, name: str) -> int:
@@ -109,10 +86,12 @@ async def fill(url: str, name: str, count: int) -> float:
     return time.perf_counter() - start
 
 
-def cluster_cpu(cluster: Cluster) -> float | None:
-    """CPU seconds the cluster's nodes (their ``beam.smp``) have spent, or None if one is
-    not readable (its pid file, written by the node, names the VM)."""
-    total = 0.0
+def cluster_usage(cluster: Cluster) -> tuple[float, int] | None:
+    """(CPU seconds, minor page faults) of the cluster's nodes (their ``beam.smp``) so far,
+    or None if one is not readable (its pid file, written by the node, names the VM). The
+    faults tell a VM that keeps mapping fresh memory for a queue's heap, a state that costs
+    a queue twice or three times its CPU per message (see "Notes on the figures")."""
+    cpu, faults = 0.0, 0
     for node in cluster.nodes:
         try:
             pid = int((node.base / "node.pid").read_text().strip())
@@ -120,8 +99,9 @@ def cluster_cpu(cluster: Cluster) -> float | None:
                 fields = f.read().rpartition(")")[2].split()
         except (OSError, ValueError):
             return None
-        total += (int(fields[11]) + int(fields[12])) / TICKS
-    return total
+        cpu += (int(fields[11]) + int(fields[12])) / TICKS
+        faults += int(fields[7])
+    return cpu, faults
 
 
 # ------------------------------------------------------------------------------ consume
@@ -142,10 +122,10 @@ async def consume_run(args: Any, cluster: Cluster, kind: str) -> dict[str, Any]:
     cmd = [sys.executable, str(HERE / "bench_framework.py"), "bulk", name, str(args.count)]
     cmd += ["--url", node.amqp_url, "--prefetch", str(args.prefetch)]
     cmd += ["--bulk-size", str(args.bulk_size), "--flush-interval", str(args.flush_interval)]
-    before = cluster_cpu(cluster)
+    before = cluster_usage(cluster)
     proc = await trio.run_process(cmd, cwd=HERE, capture_stdout=True, capture_stderr=True,
                                   check=False)  # fmt: skip
-    after = cluster_cpu(cluster)
+    after = cluster_usage(cluster)
     if proc.returncode != 0:
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-10:]
         raise BenchError(f"{kind} run exited {proc.returncode}:\n" + "\n".join(tail))
@@ -164,182 +144,119 @@ async def consume_run(args: Any, cluster: Cluster, kind: str) -> dict[str, Any]:
         "fill_msg_per_s": round(args.count / fill_s, 1),
     }
     if before is not None and after is not None:
-        run["cluster_cpu_us_per_msg"] = round((after - before) / args.count * 1e6, 2)
+        run["cluster_cpu_us_per_msg"] = round((after[0] - before[0]) / args.count * 1e6, 2)
+        run["cluster_minor_faults"] = after[1] - before[1]
     return run
 
 
-# ----------------------------------------------------------------------------- failover
+# --------------------------------------------------------------------------------- main
 
 
-class Records:
-    """The worker's stamps (``cluster_app.py``), read as the file grows."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._offset = 0
-        self._partial = b""
-        self.rows: list[tuple[float, int, bool]] = []  # (monotonic, node port, redelivered)
-
-    def poll(self) -> list[tuple[float, int, bool]]:
-        """The rows written since the last poll."""
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-        except FileNotFoundError:
-            return []
-        self._offset += len(data)
-        *lines, self._partial = (self._partial + data).split(b"\n")
-        new = []
-        for line in lines:
-            stamp, node, _, redelivered = line.split()
-            port = int(node.rsplit(b":", 1)[1]) if b":" in node else 0
-            new.append((float(stamp), port, redelivered == b"1"))
-        self.rows += new
-        return new
+def median_of(runs: list[dict[str, Any]], kind: str, key: str) -> float | None:
+    values = [float(r[key]) for r in runs if r["kind"] == kind and key in r]
+    return statistics.median(values) if values else None
 
 
-async def until(records: Records, condition: Any, what: str) -> tuple[float, int, bool]:
-    """Poll the records until a new row satisfies ``condition``; that row."""
-    with trio.move_on_after(WAIT):
-        while True:
-            for row in records.poll():
-                if condition(row):
-                    return row
-            await trio.sleep(0.01)
-    raise BenchError(f"not within {WAIT:.0f} s: {what}")
+def summarize(args: Any, runs: list[dict[str, Any]], kills: list[dict[str, Any]]) -> Result:
+    quorum = sorted((r for r in runs if r["kind"] == "quorum"), key=lambda r: r["msg_per_s"])
+    middle = quorum[(len(quorum) - 1) // 2]  # the median quorum run: the run line's figure
+    extra: dict[str, Any] = {"rounds": args.rounds, "runs": runs, "kills": kills}
+    for kind in ("quorum", "classic"):
+        for key, out in (("msg_per_s", "msg_per_s"), ("cpu_us_per_msg", "cpu_us"),
+                         ("cluster_cpu_us_per_msg", "cluster_cpu_us"),
+                         ("cluster_minor_faults", "cluster_faults"),
+                         ("fill_msg_per_s", "fill_msg_per_s")):  # fmt: skip
+            value = median_of(runs, kind, key)
+            if value is not None:
+                extra[f"{kind}_{out}"] = value
+    extra["quorum_vs_classic"] = round(extra["quorum_msg_per_s"] / extra["classic_msg_per_s"], 3)
+    times = [k["failover_ms"] for k in kills]
+    extra |= {
+        "failover_p50_ms": statistics.median(times),
+        "failover_max_ms": max(times),
+        "failover_min_ms": min(times),
+        "restart_p50_s": statistics.median(k["restart_s"] for k in kills),
+    }
+    for led, label in ((True, "leader"), (False, "not_leader")):
+        subset = [k["failover_ms"] for k in kills if k["victim_led"] is led]
+        if subset:
+            extra[f"failover_{label}_p50_ms"] = statistics.median(subset)
+    for key in ("sockets_closed_ms", "lost_logged_ms", "reopened_logged_ms"):
+        marks = [k[key] for k in kills if k[key] is not None]
+        if marks:
+            extra[f"{key.removesuffix('_ms')}_p50_ms"] = statistics.median(marks)
+    led = sum(k["victim_led"] for k in kills)
+    extra["note"] = (
+        f"medians of {args.rounds}: quorum {extra['quorum_msg_per_s']:,.0f} msg/s vs classic "
+        f"{extra['classic_msg_per_s']:,.0f} ({extra['quorum_vs_classic']:.2f}x); client CPU "
+        f"{extra['quorum_cpu_us']:.1f} vs {extra['classic_cpu_us']:.1f} us/msg; "
+        f"kill -9 to first message elsewhere: p50 {extra['failover_p50_ms']:,.0f} ms, max "
+        f"{extra['failover_max_ms']:,.0f} ms over {len(kills)} kills ({led} of the leader)"
+    )
+    return Result(
+        system="trioworker", version=version("trioworker"), scenario="cluster",
+        messages=args.count, seconds=middle["seconds"], cpu_seconds=middle["cpu_seconds"],
+        rss_start_mb=0.0, rss_end_mb=0.0, extra=extra,
+    )  # fmt: skip
 
 
-async def trickle(url: str, name: str, rate: float, nacks: list[int],
-                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:  # fmt: skip
-    """Publish ``rate`` persistent messages a second (ids as digits), with confirms, until
-    cancelled; count the nacks (none expected: this node stays up)."""
-    async with connect(url, connection_name="bench-cluster-trickle") as conn, conn.channel() as ch:
-        await ch.confirm_select()
-        task_status.started()
-        pending = []
-        n = 0
-        next_at = trio.current_time()
-        while True:
-            await ch.wait_for_confirms(max_outstanding=FILL_WINDOW)
-            n += 1
-            pending.append(await ch.publish(b"%d" % n, routing_key=name, properties=PERSISTENT))
-            nacks[0] += sum(c.done and not c.acked for c in pending)
-            pending = [c for c in pending if not c.done]
-            next_at += 1 / rate
-            await trio.sleep_until(next_at)
+def progress(line: str) -> None:
+    print(f"bench_cluster: {line}", file=sys.stderr, flush=True)
 
 
-def online_members(cluster: Cluster, name: str) -> int:
-    """How many of the quorum queue's members are online (CLI: once per kill, not polled
-    fast)."""
-    out = cluster.ctl("list_queues", "-q", "name", "online")
-    for line in out.splitlines():
-        fields = line.split(maxsplit=1)
-        if fields and fields[0] == name and len(fields) == 2:
-            return fields[1].count("@")
+async def measure(args: Any, cluster: Cluster, workdir: Path) -> Result:
+    with trio.fail_after(args.timeout):
+        runs = []
+        for rnd in range(1, args.rounds + 1):
+            for kind in ("quorum", "classic"):  # alternating, in the same run
+                run = await consume_run(args, cluster, kind)
+                runs.append(run)
+                progress(f"round {rnd} {kind}: {run['msg_per_s']:,.0f} msg/s, client "
+                         f"{run['cpu_us_per_msg']:.1f} us/msg, cluster "
+                         f"{run.get('cluster_cpu_us_per_msg')} us/msg and "
+                         f"{run.get('cluster_minor_faults')} page faults")  # fmt: skip
+        kills = await failover(args, cluster, workdir)
+        for kill in kills:
+            progress(f"kill {kill['victim']} (led the queue: {kill['victim_led']}): sockets "
+                     f"closed at {kill['sockets_closed_ms']} ms, lost "
+                     f"logged at {kill['lost_logged_ms']} ms, reconnected at "
+                     f"{kill['reopened_logged_ms']} ms, first message elsewhere at "
+                     f"{kill['failover_ms']:,.1f} ms")  # fmt: skip
+    result = summarize(args, runs, kills)
+    progress(result.extra["note"])
+    return result
+
+
+def main() -> int:
+    def configure(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--rounds", type=int, default=3, help="consume runs per kind")
+        parser.add_argument("--kills", type=int, default=6, help="half with the leader")
+        parser.add_argument("--rate", type=float, default=200.0, help="trickle, messages/s")
+        parser.add_argument("--steady", type=int, default=50,
+                            help="messages handled on the node before it is killed")  # fmt: skip
+        parser.add_argument("--settle", type=float, default=1.0, help="pause after fill, s")
+        parser.add_argument("--timeout", type=float, default=720.0,
+                            help="seconds for all of it (the driver allows 900)")  # fmt: skip
+
+    args = parse_args(__doc__ or "", ("cluster",), configure)
+    # A SIGTERM (a timeout, an operator) still stops the cluster: SystemExit unwinds.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    workdir = Path(tempfile.mkdtemp(prefix="tw-bench-cluster-"))
+    cluster = Cluster()
+    try:
+        started = time.perf_counter()
+        cluster.start()
+        progress(f"3-node cluster up in {time.perf_counter() - started:.1f} s")
+        result = trio.run(measure, args, cluster, workdir)
+    except (BenchError, FailoverError) as exc:  # the driver shows the last lines of stderr
+        print(f"bench_cluster.py: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    result.emit()
     return 0
 
 
-async def whole(cluster: Cluster, name: str) -> None:
-    """Wait until every member of the queue is online again (the restarted one caught up)."""
-    with trio.move_on_after(WAIT):
-        while await trio.to_thread.run_sync(online_members, cluster, name) < len(cluster.nodes):
-            await trio.sleep(0.5)
-        return
-    raise BenchError(f"quorum queue {name!r} not whole again within {WAIT:.0f} s")
-
-
-async def failover(args: Any, cluster: Cluster, workdir: Path) -> list[dict[str, Any]]:
-    name = f"{args.queue}-failover"
-    first = cluster.nodes[0]
-    await reset(first.amqp_url, name, "quorum")
-    records = Records(workdir / "records.txt")
-    log_path = workdir / "worker.log"
-    env = dict(os.environ, TRIOWORKER_AMQP_URL=",".join(cluster.urls), BENCH_QUEUE=name,
-               BENCH_RECORDS=str(records.path))  # fmt: skip
-    argv = [str(BIN / "trioworker"), "run", "cluster_app:app", "--app-dir", str(HERE)]
-    kills: list[dict[str, Any]] = []
-    with open(log_path, "wb") as log:
-        worker = subprocess.Popen(argv, env=env, cwd=HERE, stdin=subprocess.DEVNULL,
-                                  stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-    try:
-        with trio.fail_after(WAIT):
-            while (where := node_in_log(log_path.read_text(errors="replace"))) is None:
-                if worker.poll() is not None:
-                    raise BenchError("the worker exited:\n" + log_path.read_text()[-3000:])
-                await trio.sleep(0.1)
-        on = cluster.node_on_port(port_of(where))
-        async with trio.open_nursery() as nursery:
-            for k in range(args.kills):
-                kills.append(await one_kill(args, cluster, name, records, on, nursery))
-                on = cluster.node_on_port(kills[-1]["to_port"])
-            nursery.cancel_scope.cancel()
-        if worker.poll() is not None:
-            raise BenchError("the worker died:\n" + log_path.read_text()[-3000:])
-        worker.send_signal(signal.SIGTERM)
-        await trio.to_thread.run_sync(worker.wait, 60)
-        if worker.returncode != 0:
-            raise BenchError(f"the worker exited {worker.returncode} after SIGTERM")
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
-        with trio.move_on_after(30):
-            await delete(cluster.running()[0].amqp_url, name)
-    return kills
-
-
-async def one_kill(args: Any, cluster: Cluster, name: str, records: Records,
-                   victim: PrivateNode, nursery: trio.Nursery) -> dict[str, Any]:  # fmt: skip
-    """Kill the worker's node ``victim`` and time it to the first message on another node."""
-    # A fresh publisher on a node that stays up, so the trickle never stops.
-    nursery.cancel_scope.cancel() if False else None
-    publisher = next(n for n in cluster.running() if n is not victim)
-    nacks = [0]
-    scope = trio.CancelScope()
-
-    async def publish(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        with scope:
-            await trickle(publisher.amqp_url, name, args.rate, nacks, task_status=task_status)
-
-    await nursery.start(publish)
-    try:
-        # Steady state: the worker handles the trickle on its node.
-        seen = 0
-
-        def steady(row: tuple[float, int, bool]) -> bool:
-            nonlocal seen
-            seen += row[1] == victim.port
-            return seen >= args.steady
-
-        await until(records, steady, f"{args.steady} messages handled on {victim.nodename}")
-        leader = await trio.to_thread.run_sync(cluster.leader, name)
-        killed_at = time.monotonic()
-        await trio.to_thread.run_sync(cluster.kill, victim)
-        stale = 0
-
-        def elsewhere(row: tuple[float, int, bool]) -> bool:
-            nonlocal stale
-            if row[0] > killed_at and row[1] == victim.port:
-                stale += 1  # handled between the kill and the worker noticing it
-            return row[0] > killed_at and row[1] not in (0, victim.port)
-
-        stamp, port, redelivered = await until(records, elsewhere, "a message after the kill")
-        restart_start = time.monotonic()
-        await trio.to_thread.run_sync(cluster.restart, victim)
-        restart_s = time.monotonic() - restart_start
-        await whole(cluster, name)
-    finally:
-        scope.cancel()
-    return {
-        "victim": victim.nodename,
-        "victim_led": leader is victim,
-        "failover_ms": round((stamp - killed_at) * 1e3, 1),
-        "first_redelivered": redelivered,
-        "stale_after_kill": stale,
-        "to_port": port,
-        "restart_s": round(restart_s, 2),
-        "publisher": publisher.nodename,
-        "trickle_nacks": nacks[0],
-    }
+if __name__ == "__main__":
+    sys.exit(main())

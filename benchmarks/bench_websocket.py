@@ -98,15 +98,16 @@ class Server:
         )
         self.url = ""
 
-    def failure(self, what: str) -> RuntimeError:
+    def report(self, what: str) -> str:
+        """``what`` went wrong, with the end of the server's stderr."""
         self.log.seek(0)
-        return RuntimeError(f"{what}; server stderr:\n{self.log.read().decode()[-3000:]}")
+        return f"{what}; server stderr:\n{self.log.read().decode()[-3000:]}"
 
     async def started(self) -> str:
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), STARTUP_TIMEOUT)
         if not line:
-            raise self.failure(f"the server exited ({self.proc.wait()}) before listening")
+            raise RuntimeError(self.report(f"the server exited ({self.proc.wait()}) early"))
         self.url = json.loads(line)["url"].replace("http://", "ws://", 1) + PATH
         return self.url
 
@@ -123,8 +124,9 @@ class Server:
                     return int(line.split()[1]) / 1024
         raise RuntimeError("VmRSS not found")
 
-    def stop(self) -> None:
-        """Close stdin (the server stops gracefully), wait for it; kill it if it hangs."""
+    def stop(self) -> str | None:
+        """Close stdin (the server stops gracefully) and wait for it, killing it if it
+        hangs: None if it exited with status 0, else what went wrong and its stderr."""
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         try:
@@ -132,9 +134,8 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise self.failure("the server did not stop within 30 s") from None
-        if code != 0:
-            raise self.failure(f"the server exited with status {code}")
+            return self.report("the server did not stop within 30 s")
+        return None if code == 0 else self.report(f"the server exited with status {code}")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -210,8 +211,14 @@ async def run(args: Any) -> Result:
             rss_start = rss_mb()
             one = await phase("one", server, 1, args.count, args)
             conc = await phase("conc", server, args.clients, args.count, args)
-        finally:
-            server.stop()
+        except BaseException as exc:
+            # The load's error first (a closed connection, a wrong echo); the server's
+            # fate and stderr as a note: they often say why.
+            exc.add_note(server.stop() or "the server stopped cleanly")
+            raise
+        failed = server.stop()
+        if failed:
+            raise RuntimeError(failed)
     figures = {**one, **conc}
     client_cpu = figures.pop("conc_client_cpu_seconds")
     del figures["one_client_cpu_seconds"]

@@ -22,7 +22,8 @@ the command measured from outside its process tree): cli-workers (``trioworker r
 idle RSS). Pools: route-pool (``bench_pools.py``: a CPU-bound route in a process pool, a
 thread pool and on the loop). WebSocket: websocket-echo (``bench_websocket.py``: an
 ``@app.http.websocket`` echo route vs a raw ASGI echo app on the same hypercorn, 1 and 100
-clients; no broker).
+clients; no broker). Cluster: cluster (``bench_cluster.py``: a private 3-node cluster; a
+quorum queue vs a classic queue, and node kill to first message on a surviving node).
 """
 
 from __future__ import annotations
@@ -337,7 +338,41 @@ SCENARIOS: dict[str, Scenario] = {
             Figure("conc_p99_ms", "100 clients, p99 round trip", "ms"),
             Figure("one_server_cpu_us", "server CPU per message, 1 client", "us"),
             Figure("conc_server_cpu_us", "server CPU per message, 100 clients", "us"),
+            Figure("one_server_rss_mib", "server RSS, 1 socket open", "MiB"),
             Figure("conc_server_rss_mib", "server RSS, 100 sockets open", "MiB"),
+        ),
+    ),
+    # A RabbitMQ cluster (bench_cluster.py, docs/cluster.md). The script starts a private
+    # 3-node cluster (tests/support/cluster.py's) and stops it; the shared broker only holds
+    # the driver's empty queue. One driver round; inside it, alternating, --rounds 3 of:
+    # the route-bulk route consuming --count prefilled messages from a quorum queue vs a
+    # classic queue on one node (msg/s of the run line: the median quorum run). Then 6
+    # kill -9s of the node a worker is on (3 leading the queue, 3 not), each timed to the
+    # first message the worker handles on a surviving node.
+    "cluster": Scenario(
+        "cluster",
+        ("trioworker",),
+        prefill=False,
+        expect_depth_after="empty",
+        goal=Goal(),
+        rounds=1,
+        scripts={"trioworker": "bench_cluster.py"},
+        whole_bulks=256,
+        script_args=("--rounds", "3", "--kills", "6"),
+        figures=(
+            Figure("quorum_msg_per_s", "quorum queue, 3 nodes", "msg/s"),
+            Figure("classic_msg_per_s", "classic queue, 1 node", "msg/s"),
+            Figure("quorum_vs_classic", "quorum/classic rate", "x"),
+            Figure("quorum_cpu_us", "client CPU per message, quorum", "us"),
+            Figure("classic_cpu_us", "client CPU per message, classic", "us"),
+            Figure("quorum_cluster_cpu_us", "broker CPU per message (3 nodes), quorum", "us"),
+            Figure("classic_cluster_cpu_us", "broker CPU per message (3 nodes), classic", "us"),
+            Figure("quorum_cluster_faults", "broker page faults per run, quorum", "faults"),
+            Figure("classic_cluster_faults", "broker page faults per run, classic", "faults"),
+            Figure("failover_p50_ms", "node kill to first message on a survivor, p50", "ms"),
+            Figure("failover_max_ms", "node kill to first message on a survivor, max", "ms"),
+            Figure("failover_leader_p50_ms", "... when the node led the queue, p50", "ms"),
+            Figure("failover_not_leader_p50_ms", "... when it did not, p50", "ms"),
         ),
     ),
 }

@@ -7,9 +7,9 @@ inflate to hundreds of MiB (measured: a 64 MiB bomb cost ~190 MB in one connecti
 with a 1 MiB message limit), so the size limit does not bound memory on its own.
 
 This extension inflates at most ``limit + 1`` bytes per message (zlib's ``max_length``)
-and closes the connection with 1009 (message too big) as soon as a message would exceed
-the limit: a bomb costs its own compressed bytes plus the limit, and fails that connection
-only. The limit is the server's ``websocket_max_message_size``, read from a context
+and hands on no more: hypercorn's own size check then closes the connection with 1009
+(message too big), as for an uncompressed message over the limit. A bomb costs its own
+compressed bytes plus the limit, and fails that connection only. The limit is the server's ``websocket_max_message_size``, read from a context
 variable that :func:`inflating_at_most` sets around each connection — hypercorn builds the
 extension inside the connection's task, which inherits it.
 
@@ -45,10 +45,13 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
         super().__init__(*args, **kwargs)
         self._max_inflated = _limit.get()
         self._inflated = 0  # of the message being received
+        self._overflowed = False  # that message went past the limit: inflate no more of it
 
     def frame_inbound_payload_data(self, proto: Any, data: bytes) -> bytes | CloseReason:
         if not self._inbound_compressed or not self._inbound_is_compressible:
             return data
+        if self._overflowed:
+            return b""
         decompressor = self._decompressor
         assert decompressor is not None  # set by frame_inbound_header for compressed frames
         room = self._max_inflated - self._inflated
@@ -57,12 +60,21 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
         except zlib.error:
             return CloseReason.INVALID_FRAME_PAYLOAD_DATA
         self._inflated += len(out)
-        # Output cut at room + 1 leaves input unconsumed: either way, past the limit.
         if self._inflated > self._max_inflated or decompressor.unconsumed_tail:
-            return CloseReason.MESSAGE_TOO_BIG
+            # Past the limit (output cut at room + 1 leaves input unconsumed): hand on what
+            # was inflated — one byte over the limit — so that hypercorn's size check closes
+            # the connection with 1009, as for an uncompressed message; drop the rest.
+            self._overflowed = True
         return out
 
     def frame_inbound_complete(self, proto: Any, fin: bool) -> bytes | CloseReason | None:
+        if self._overflowed:
+            if fin:  # the stream is cut mid-message: start the next one afresh
+                self._overflowed = False
+                self._inflated = 0
+                self._inbound_compressed = None
+                self._decompressor = None
+            return None
         result = super().frame_inbound_complete(proto, fin)
         if fin:
             self._inflated = 0
