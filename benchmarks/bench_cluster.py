@@ -3,7 +3,7 @@ what the loss of a worker's node costs (``kill -9`` to the first message handled
 surviving node).
 
 Run from the trioworker virtualenv (the driver does: ``nox -s bench -- cluster``):
-    python benchmarks/bench_cluster.py cluster QUEUE COUNT [--rounds 3] [--kills 5]
+    python benchmarks/bench_cluster.py cluster QUEUE COUNT [--rounds 3] [--kills 6]
 Prints one JSON line (see ``_common.Result``).
 
 The cluster is private: ``tests/support/cluster.py``'s :class:`Cluster` (three nodes
@@ -177,8 +177,8 @@ def summarize(args: Any, runs: list[dict[str, Any]], kills: list[dict[str, Any]]
         "failover_min_ms": min(times),
         "restart_p50_s": statistics.median(k["restart_s"] for k in kills),
     }
-    for led, label in ((True, "leader"), (False, "not_leader")):
-        subset = [k["failover_ms"] for k in kills if k["victim_led"] is led]
+    for victim_led, label in ((True, "leader"), (False, "not_leader")):
+        subset = [k["failover_ms"] for k in kills if k["victim_led"] is victim_led]
         if subset:
             extra[f"failover_{label}_p50_ms"] = statistics.median(subset)
     for key in ("sockets_closed_ms", "lost_logged_ms", "reopened_logged_ms"):
@@ -227,6 +227,25 @@ async def measure(args: Any, cluster: Cluster, workdir: Path) -> Result:
     return result
 
 
+def why_failed(exc: BaseException) -> str | None:
+    """What went wrong, when the measure failed (raised by us, maybe from inside a nursery,
+    in an exception group); None for anything else."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return str(exc)
+    ours, rest = exc.split((BenchError, FailoverError))
+    if ours is None or rest is not None:
+        return None
+    found: list[str] = []
+    pending: list[BaseException] = [ours]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, BaseExceptionGroup):
+            pending += current.exceptions
+        else:
+            found.append(str(current))
+    return "; ".join(found)
+
+
 def main() -> int:
     def configure(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--rounds", type=int, default=3, help="consume runs per kind")
@@ -248,8 +267,11 @@ def main() -> int:
         cluster.start()
         progress(f"3-node cluster up in {time.perf_counter() - started:.1f} s")
         result = trio.run(measure, args, cluster, workdir)
-    except (BenchError, FailoverError) as exc:  # the driver shows the last lines of stderr
-        print(f"bench_cluster.py: {exc}", file=sys.stderr)
+    except (BenchError, FailoverError, BaseExceptionGroup) as exc:
+        reason = why_failed(exc)
+        if reason is None:
+            raise  # a bug: keep the traceback
+        print(f"bench_cluster.py: {reason}", file=sys.stderr)  # the driver shows it
         return 1
     finally:
         cluster.stop()

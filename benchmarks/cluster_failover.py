@@ -8,9 +8,10 @@ stamps every message on a file (``cluster_app.py``). For each kill:
 1. a publisher on a node that stays up sends ``--rate`` persistent messages a second (a
    fresh one per kill: the node it was on may be the next victim);
 2. the queue's leadership is moved, with RabbitMQ's own transfer (the one maintenance mode
-   uses), onto the worker's node on even kills and away from it on odd ones, so that both
-   costs are measured: losing a node that leads the queue adds the election of a new leader
-   (nothing can be delivered meanwhile) to the worker's own failover;
+   uses), onto the worker's node for the 1st, 3rd, ... kill and away from it for the 2nd,
+   4th, ..., so that both costs are measured: losing a node that leads the queue adds the
+   election of a new leader (nothing can be delivered meanwhile) to the worker's own
+   failover;
 3. once the worker has handled ``--steady`` of that publisher's messages on its node, the
    node is ``kill -9``-ed, and the clock (``CLOCK_MONOTONIC``, the same in every process)
    is read right before the signal;
@@ -295,7 +296,7 @@ async def one_kill(
         def steady(row: Row) -> bool:  # the worker handles the trickle on its node
             nonlocal seen
             seen += row[0] > started_at and row[1] == victim.port
-            return seen >= args.steady
+            return seen >= int(args.steady)
 
         await records.until(steady, f"{args.steady} messages handled on {victim.nodename}")
         closed: list[float] = []
