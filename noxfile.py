@@ -30,7 +30,9 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[reload]", "mypy>=1.10")  # the optional imports are typed too
+    # The optional imports are typed too: watchfiles (--reload), trio-parallel (process
+    # pools), pytest (trioworker.testing's plugin).
+    session.install("-e", ".[reload,process,test]", "mypy>=1.10")
     session.run("mypy", "--strict", "trioworker")
 
 

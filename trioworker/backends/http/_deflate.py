@@ -9,9 +9,10 @@ with a 1 MiB message limit), so the size limit does not bound memory on its own.
 This extension inflates at most ``limit + 1`` bytes per message (zlib's ``max_length``)
 and hands on no more: hypercorn's own size check then closes the connection with 1009
 (message too big), as for an uncompressed message over the limit. A bomb costs its own
-compressed bytes plus the limit, and fails that connection only. The limit is the server's ``websocket_max_message_size``, read from a context
-variable that :func:`inflating_at_most` sets around each connection — hypercorn builds the
-extension inside the connection's task, which inherits it.
+compressed bytes plus the limit, and fails that connection only. The limit is the
+server's ``websocket_max_message_size``, read from a context variable that
+:func:`inflating_at_most` sets around each connection — hypercorn builds the extension
+inside the connection's task, which inherits it.
 
 hypercorn names the class it instantiates as a module global of its ``ws_stream`` module;
 :func:`install` points that name at this class (once, idempotent). The subclass only
