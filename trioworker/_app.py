@@ -19,7 +19,6 @@ from ._lifecycle import leaves_of, run_started_hooks, watch_signals
 from ._log_context import bind
 from ._watchdog import BlockedLoopWatchdog
 from .backends.amqp._backend import AMQPBackend
-from .backends.amqp._failover import check_urls
 from .backends.http._backend import HTTPBackend
 from .backends.nameko import NamekoService
 from .backends.sse._backend import SSEBackend
@@ -79,7 +78,6 @@ class App(MutableMapping[str, Any]):
         slow_handler_threshold: float | None = None,
     ) -> None:
         urls, source = _settings.amqp_urls(amqp_url)
-        check_urls(urls, what=source)  # a bad URL fails here (naming which), not at startup
         self.name = name or os.path.basename(sys.argv[0] or "trioworker") or "trioworker"
         self.grace_period = _settings.grace_period() if grace_period is None else grace_period
         self.amqp = AMQPBackend(
@@ -88,6 +86,7 @@ class App(MutableMapping[str, Any]):
             _settings.prefetch() if prefetch is None else prefetch,
             ssl_context=ssl_context,
             shuffle=_settings.amqp_shuffle() if amqp_shuffle is None else amqp_shuffle,
+            url_source=source,  # a bad URL fails here, naming which and where from
         )
         self.nameko = NamekoService(self, self.amqp)  # Nameko events and RPC, on app.amqp
         self.http = HTTPBackend(

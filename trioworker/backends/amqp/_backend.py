@@ -54,10 +54,12 @@ class AMQPBackend(Sending):
         *,
         ssl_context: ssl.SSLContext | None = None,
         shuffle: bool = False,
+        url_source: str = "amqp_url",
     ) -> None:
         self.app = app
-        #: The default connection's URLs: one, or the nodes of one cluster (docs/cluster.md).
-        self.urls = check_urls(url, what="amqp_url")
+        #: The default connection's URLs: one, or the nodes of one cluster (docs/cluster.md);
+        #: checked now (``url_source`` says where they came from in the error), not at startup.
+        self.urls = check_urls(url, what=url_source)
         self.url = self.urls[0]
         self.prefetch = prefetch
         #: Whether connections try their nodes in a random order (``App(amqp_shuffle=)``).
