@@ -133,6 +133,7 @@ class PrivateNode:
             self._process = subprocess.Popen(
                 [str(RABBITMQ_BIN / "rabbitmq-server")],
                 env=self.env(),
+                cwd=self.base,  # Erlang writes its crash dumps (MnesiaCore.*) to the cwd
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -198,6 +199,7 @@ class PrivateNode:
         proc = subprocess.run(
             [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.nodename, *args],
             env=self.env(),
+            cwd=self.base if self.base.is_dir() else None,  # crash dumps out of the checkout
             capture_output=True,
             text=True,
             timeout=timeout,

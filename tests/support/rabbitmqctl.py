@@ -15,6 +15,7 @@ import functools
 import json
 import os
 import subprocess
+import tempfile
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, ParamSpec, TypeVar
@@ -28,6 +29,9 @@ NODE = os.environ.get("TRIOWORKER_RABBITMQ_NODE") or None
 #: The command every call starts with.
 CTL = [RABBITMQCTL, *(["-n", NODE] if NODE else [])]
 DEFAULT_TIMEOUT = 60.0
+# The CLI is an Erlang node: a crash of it writes MnesiaCore.* / erl_crash.dump to its cwd,
+# which must not be the checkout.
+_CWD = tempfile.gettempdir()
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -76,7 +80,9 @@ class ConnectionInfo:
 def run(*args: str, timeout: float = DEFAULT_TIMEOUT) -> str:
     """Run ``rabbitmqctl ARGS``; return stdout, raise :class:`RabbitmqctlError` on failure."""
     cmd = [*CTL, *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, check=False, cwd=_CWD
+    )
     if proc.returncode != 0:
         raise RabbitmqctlError(cmd, proc.returncode, proc.stdout, proc.stderr)
     return proc.stdout
@@ -211,7 +217,9 @@ def delete_queues(names: Iterable[str], vhost: str = "/") -> dict[str, bool]:
         (
             name,
             cmd,
-            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+            subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=_CWD
+            ),
         )
         for name, cmd in cmds.items()
     ]
@@ -248,7 +256,7 @@ def _communicate(proc: subprocess.Popen[str]) -> tuple[str, str]:
 
 def _run_concurrently(cmds: list[list[str]]) -> list[str]:
     procs = [
-        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=_CWD)
         for cmd in cmds
     ]
     outputs = []
