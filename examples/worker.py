@@ -23,8 +23,9 @@ What happens:
 4. once the handler has seen every order, the ``on_started`` hook — still running, the job
    is what it does — waits until the broker has every decision (the queue empty, the
    dead-letter queue holding the rejected ones), deletes the queues and asks for a graceful
-   stop (``app.shutdown()``); an ``on_shutdown`` hook prints the summary. The process exits
-   0 by itself, as after a SIGTERM.
+   stop (``app.shutdown(exit_code=...)``); an ``on_shutdown`` hook prints the summary. The
+   process exits by itself, as after a SIGTERM: with status 0 if every count matches, 1 if
+   not.
 
 ``TRIOWORKER_AMQP_URL=memory:// bash scripts/run-example.sh`` runs the same job on the
 in-memory broker (docs/memory-broker.md): no RabbitMQ at all. The checks go through the
@@ -93,8 +94,15 @@ def build_app(count: int) -> App:
                 if left == 0 and dead >= expected["negative"] + expected["not_json"]:
                     break
                 await trio.sleep(0.05)
-        app["left"], app["dead"] = await queue_counts(app.amqp.url, delete=True)
-        app.shutdown()  # graceful, as after a SIGTERM
+        app["left"], app["dead"] = left, dead = await queue_counts(app.amqp.url, delete=True)
+        stats = app["stats"]
+        app["ok"] = ok = (
+            stats == {**expected, "bulks": stats["bulks"]}
+            and left == 0
+            and dead == expected["negative"] + expected["not_json"]
+        )
+        # Graceful, as after a SIGTERM; `trioworker run` exits 1 if the counts are wrong.
+        app.shutdown(exit_code=0 if ok else 1)
 
     async def queue_counts(url: str, *, delete: bool = False) -> tuple[int, int]:
         async with amqp.connect(url) as conn, conn.channel() as channel:
@@ -134,11 +142,7 @@ def build_app(count: int) -> App:
             f"{stats['not_json']} not JSON"
         )
         print(f"queue left with {left} messages, dead-letter queue with {dead}")
-        ok = (
-            stats == {**expected, "bulks": stats["bulks"]}
-            and left == 0
-            and dead == expected["negative"] + expected["not_json"]
-        )
+        ok = app.get("ok", False)  # False if the job did not finish (a signal stopped it)
         if not ok:
             log.error("the counts do not match: expected %s", expected)
         print("OK" if ok else "FAILED: counts do not match", flush=True)

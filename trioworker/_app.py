@@ -97,6 +97,7 @@ class App(MutableMapping[str, Any]):
         self._on_shutdown: list[Hook] = []
         self._on_started: list[Hook] = []
         self._shutdown_requested: trio.Event | None = None
+        self._exit_code = 0
         self._trio_token: trio.lowlevel.TrioToken | None = None
         self._running = False
         self._extra_backends: list[Backend] = []
@@ -201,12 +202,29 @@ class App(MutableMapping[str, Any]):
         """The trio run serving the app, while it runs: how other threads reach it."""
         return self._trio_token if self._running else None
 
-    def shutdown(self) -> None:
+    @property
+    def exit_code(self) -> int:
+        """The exit status the app asked for with ``shutdown(exit_code=)`` during its last
+        run (0 if none): what ``trioworker run`` exits with after a graceful stop."""
+        return self._exit_code
+
+    def shutdown(self, exit_code: int = 0) -> None:
         """Ask for a graceful stop. Safe from a handler, a task, a thread or a signal handler.
 
         Returns at once; :meth:`serve` returns (or ``open_app`` leaves) once in-flight work
         has drained.
+
+        ``exit_code`` is for a job that ends by itself and failed (the work was not done):
+        ``trioworker run`` exits with it once the stop has drained, so a process manager or
+        a CI step sees the failure. The first non-zero one asked for wins; a signal or a
+        plain ``shutdown()`` does not reset it.
         """
+        if not isinstance(exit_code, int) or isinstance(exit_code, bool):
+            raise TypeError(f"shutdown(exit_code={exit_code!r}): an int")
+        if not 0 <= exit_code <= 255:
+            raise ValueError(f"shutdown(exit_code={exit_code}): between 0 and 255")
+        if exit_code and not self._exit_code and self._running:
+            self._exit_code = exit_code
         event = self._shutdown_requested
         if event is None:
             return
@@ -238,6 +256,7 @@ class App(MutableMapping[str, Any]):
         if install_signal_handlers is None:
             install_signal_handlers = threading.current_thread() is threading.main_thread()
         self._shutdown_requested = trio.Event()
+        self._exit_code = 0
         self._trio_token = trio.lowlevel.current_trio_token()
         self._running = True
         try:

@@ -11,7 +11,8 @@ Configured by the environment, because the CLI runs it in fresh processes:
 - the App's own settings come from ``TRIOWORKER_*`` (the URL, the grace period).
 
 Attributes for the discovery tests: ``app``, ``make_app`` (a factory), ``failing_app`` (a
-factory whose app's startup hook fails: a StartupError), ``not_an_app``.
+factory whose app's startup hook fails: a StartupError), ``self_stopping_app`` (a factory:
+an app that stops itself with an exit status), ``not_an_app``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,23 @@ def failing_app() -> App:
     @app.on_startup
     async def refuse(app: App) -> None:
         raise RuntimeError("the test app refuses to start")
+
+    return app
+
+
+def self_stopping_app() -> App:
+    """No broker: its started hook stops it with ``$CLI_TEST_EXIT_CODE`` (a job that ends
+    itself), after a plain ``shutdown()`` that must not reset the status."""
+    app = App(name="tw-test-cli-job")
+
+    @app.on_started
+    async def job(app: App) -> None:
+        app.shutdown(exit_code=int(os.environ["CLI_TEST_EXIT_CODE"]))
+        app.shutdown()
+
+    @app.on_shutdown
+    async def report(app: App) -> None:
+        print(f"shutdown hook ran, exit code {app.exit_code}", flush=True)
 
     return app
 

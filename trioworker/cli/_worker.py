@@ -80,7 +80,8 @@ def run_worker(
 ) -> int:  # fmt: skip
     """Import the app named by ``target``, serve it until a signal; the exit status.
 
-    0 after a graceful stop (or a signal before the app started), 1 for a
+    0 after a graceful stop (or a signal before the app started) unless the app asked for
+    another with ``app.shutdown(exit_code=)``, 1 for a
     :class:`~trioworker.StartupError` (its message logged), 2 if the app cannot be found.
     """
     previous = _install(_interrupt_import)
@@ -108,7 +109,9 @@ def run_worker(
                 raise
             log.error("the app could not start: %s", startup)
             return EXIT_FAILURE
-        return EXIT_OK
+        if app.exit_code:
+            log.info("the app stopped with exit status %d", app.exit_code)
+        return app.exit_code  # EXIT_OK unless the app asked for another
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
