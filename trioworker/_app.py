@@ -17,7 +17,7 @@ from . import _settings
 from ._errors import StartupError
 from ._lifecycle import leaves_of, run_started_hooks, watch_signals
 from ._log_context import bind
-from ._watchdog import BlockedLoopWatchdog
+from ._watchdog import BlockedLoopWatchdog, listings
 from .backends.amqp._backend import AMQPBackend
 from .backends.http._backend import HTTPBackend
 from .backends.nameko import NamekoService
@@ -346,6 +346,12 @@ class App(MutableMapping[str, Any]):
     def backends(self) -> list[Backend]:
         """Every backend of the app, in start order (stopped all at once)."""
         return [self.amqp, *self._extra_backends]
+
+    def handlers(self) -> list[tuple[str, Callable[..., Any]]]:
+        """``(route name, handler)`` of every route, for the blocked-loop watchdog: the
+        backends' routes, and Nameko's RPC methods (one route serves them all, the watchdog
+        names the method)."""
+        return [*listings(self.backends), *self.nameko.handlers()]
 
     def add_backend(self, backend: Backend) -> None:
         """Run another backend with the app (it starts at once if the app is running)."""

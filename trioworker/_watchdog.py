@@ -61,13 +61,12 @@ RECENT = 60.0
 
 
 class _Watched(Protocol):
-    """What the watchdog reads of the app: its name (logs) and its backends (routes)."""
+    """What the watchdog reads of the app: its name (logs) and its routes' handlers."""
 
     @property
     def name(self) -> str: ...
 
-    @property
-    def backends(self) -> list[Backend]: ...
+    def handlers(self) -> list[tuple[str, Callable[..., Any]]]: ...
 
 
 @dataclass
@@ -264,7 +263,7 @@ class BlockedLoopWatchdog:
         meanwhile (only the loop changes them).
         """
         codes: dict[CodeType, list[str]] = {}
-        for name, handler in _listings(self._app.backends):
+        for name, handler in self._app.handlers():
             code = code_of(handler)
             if code is not None and name not in codes.setdefault(code, []):
                 codes[code].append(name)
@@ -305,7 +304,7 @@ class BlockedLoopWatchdog:
         yield seconds
 
 
-def _listings(backends: Iterable[Backend]) -> list[tuple[str, Callable[..., Any]]]:
+def listings(backends: Iterable[Backend]) -> list[tuple[str, Callable[..., Any]]]:
     """Every ``(route name, handler)`` the backends list (those that have ``handlers()``:
     it is optional in the backend contract)."""
     found: list[tuple[str, Callable[..., Any]]] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import secrets
 import time
 from collections.abc import Callable
 
@@ -137,6 +138,33 @@ async def test_a_typed_route_is_named_through_its_decoding_wrapper(
     assert app.watchdog.blocks == {"typed_orders": 1}
     last = app.watchdog.last
     assert last is not None and "test_watchdog.py:" in last.where
+
+
+@pytest.mark.broker
+async def test_a_nameko_rpc_method_is_named_not_the_route_serving_them_all(
+    broker: Broker, make_app: Callable[..., App], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trioworker.watchdog")
+    service = f"tw-test-watchdog-{secrets.token_hex(4)}"
+    app = make_app(name=service, blocked_loop_threshold=THRESHOLD)
+    broker.queues.extend([f"rpc-{service}", app.nameko.reply_queue])
+
+    @app.nameko.rpc
+    async def quick() -> str:
+        return "quick"
+
+    @app.nameko.rpc
+    async def resize() -> str:
+        time.sleep(BLOCK)  # noqa: ASYNC251
+        return "resized"
+
+    async with open_app(app):
+        assert await app.nameko.call(service, "resize", timeout=MUST_HAPPEN) == "resized"
+        await wait_for_block_end(app)
+
+    method = f"nameko rpc-{service}.resize"
+    assert app.watchdog.blocks == {method: 1}
+    assert [r.__dict__["route"] for r in watchdog_lines(caplog)] == [method, method]
 
 
 async def test_a_block_outside_any_route_and_a_timer_route(

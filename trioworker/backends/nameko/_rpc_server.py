@@ -104,6 +104,11 @@ class RpcMethods:
             signature = None  # a builtin: its own TypeError will tell
         self._methods[name] = _Method(handler, signature, timeout)
 
+    def handlers(self) -> list[tuple[str, Handler]]:
+        """``(name, handler)`` of each method: ``nameko rpc-<service>.<method>``."""
+        route = f"nameko {rpc_queue_name(self.service)}"
+        return [(f"{route}.{name}", m.handler) for name, m in self._methods.items()]
+
     async def handle(self, messages: list[Message]) -> None:
         """The route handler: serve each request of the bulk."""
         for message in messages:

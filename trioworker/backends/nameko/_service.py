@@ -250,6 +250,11 @@ class NamekoService:
 
         return register if handler is None else register(handler)
 
+    def handlers(self) -> list[tuple[str, Handler]]:
+        """``(name, handler)`` of each RPC method, named ``nameko rpc-<service>.<method>``:
+        the blocked-loop watchdog names the method, not the route serving them all."""
+        return self._rpc.handlers() if self._rpc is not None else []
+
     def _rpc_methods(self) -> RpcMethods:
         """The service's RPC methods: the first registers their route."""
         if self._rpc is None:
