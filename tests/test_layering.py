@@ -76,8 +76,8 @@ LIBRARIES = {
 #: The sans-IO core: no I/O, no clock, no trio, nothing of the trio layer around it.
 SANS_IO = "trioworker.amqp.protocol"
 SANS_IO_FORBIDDEN_STDLIB = {"trio", "socket", "ssl", "time", "asyncio", "select", "selectors"}
-#: Who may import the app module at all.
-APP_IMPORTERS = ("trioworker", "trioworker.cli", "trioworker.__main__")
+#: Who may import the app module at all (``_open_app`` is the other way to run an app).
+APP_IMPORTERS = ("trioworker", "trioworker._open_app", "trioworker.cli", "trioworker.__main__")
 #: The shared pipeline knows no backend and no app.
 PIPELINE_FORBIDDEN = ("trioworker.backends", "trioworker._app", "trioworker.amqp")
 #: The in-memory broker is a server for the library's client, not part of the framework:

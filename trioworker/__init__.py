@@ -16,8 +16,9 @@
 """
 
 from . import amqp, codecs, nameko, pools
-from ._app import App, open_app
+from ._app import App
 from ._errors import StartupError
+from ._open_app import open_app
 from ._version import __version__
 from .amqp import RemoteError
 from .backends.amqp import Binding, Exchange, Queue, Retry
