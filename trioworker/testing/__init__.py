@@ -20,6 +20,7 @@ from ._messages import MessageStub, make_message
 from ._queues import FetchedMessage, NeedsMemoryBroker, QueuedMessage, QueueInspector
 from ._replies import NoReplyError
 from ._sse import SSEFeed
+from ._websocket import TestWebSocket, WebSocketRejected
 
 __all__ = [
     "DrainTimeout",
@@ -34,5 +35,7 @@ __all__ = [
     "SSEFeed",
     "StoredMessage",
     "TestClient",
+    "TestWebSocket",
+    "WebSocketRejected",
     "make_message",
 ]

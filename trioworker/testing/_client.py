@@ -21,9 +21,9 @@ calls its ASGI app in-process) and SSE streams are read from the client's feeds
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 import trio
@@ -46,6 +46,7 @@ from ._published import OwnPublishes
 from ._queues import QueuedMessage, QueueInspector
 from ._replies import call_watched
 from ._sse import SSEFeed, SSEFeeds
+from ._websocket import TestWebSocket, open_websocket, websocket_scope
 
 if TYPE_CHECKING:
     from .. import App
@@ -356,6 +357,24 @@ class TestClient:
         if self._http is None:
             raise RuntimeError("client.http exists inside `async with TestClient(app)` only")
         return self._http
+
+    def websocket(
+        self,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        subprotocols: Sequence[str] = (),
+    ) -> AbstractAsyncContextManager[TestWebSocket]:
+        """``async with client.websocket("/ws/7?x=1") as ws:`` a WebSocket connection to the
+        app's route, in-process (no socket; docs/testing.md). A refused handshake raises
+        :class:`WebSocketRejected`; leaving the block closes the connection (1000) and waits
+        up to ``drain_timeout`` for the handler to end."""
+        if self._http is None:
+            raise RuntimeError("client.websocket works inside `async with TestClient(app)` only")
+        scope = websocket_scope(path, headers, subprotocols)
+        asgi = cast("Any", self.app.http.asgi)  # ASGI 3 with plain dicts
+        limit = math.inf if self.drain_timeout is None else self.drain_timeout
+        return open_websocket(asgi, scope, end_timeout=limit)
 
     def sse(self, url: str) -> SSEFeed:
         """The event stream served to the app's ``@app.sse.consume(url)`` route:
