@@ -1,11 +1,10 @@
-"""Publishing: confirms, returns, nacks, and the broker's flow control."""
+"""Publishing: confirms, returns, nacks (flow control: tests/faults/test_blocked_connection.py)."""
 
 from __future__ import annotations
 
 import pytest
 import trio
 
-from tests.support import rabbitmqctl
 from tests.support.helpers import MUST_HAPPEN, eventually
 from trioworker.amqp import (
     Channel,
@@ -14,7 +13,6 @@ from trioworker.amqp import (
     NotFoundError,
     PublishNackedError,
     Returned,
-    connect,
 )
 
 pytestmark = pytest.mark.broker
@@ -184,56 +182,3 @@ async def test_publish_to_missing_exchange_closes_the_channel(conn: Connection, 
         await confirmation.wait()
     assert channel.is_closed
     assert not conn.is_closed
-
-
-@pytest.mark.slow
-async def test_blocked_connection_holds_publishes(amqp_url: str, conn_name: str, resources) -> None:
-    """A memory alarm makes the broker send Connection.Blocked; publish() must wait until
-    Connection.Unblocked. The alarm blocks every publisher on the shared broker: keep it
-    short and always restore the watermark."""
-    queue = resources.queue()
-    async with connect(amqp_url, connection_name=conn_name) as conn:
-        channel = await conn.open_channel()
-        await channel.queue_declare(queue)
-        await channel.confirm_select()
-        await channel.basic_publish(b"warm-up", routing_key=queue)
-        published: list[float] = []
-
-        async def publish() -> None:
-            confirmation = await channel.publish(b"held", routing_key=queue)
-            published.append(trio.current_time())
-            await confirmation.wait()
-
-        try:
-            await trio.to_thread.run_sync(
-                rabbitmqctl.run, "set_vm_memory_high_watermark", "0.000001"
-            )
-            # RabbitMQ blocks a connection (and says so) once it publishes during an alarm;
-            # this publish goes out, the broker stops reading, and sends Connection.Blocked.
-            trigger = await channel.publish(b"trigger", routing_key=queue)
-            with trio.fail_after(MUST_HAPPEN):
-                await eventually(trio.lowlevel.checkpoint, lambda _: conn.is_blocked)
-            assert conn.blocked_reason  # e.g. "low on memory"
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(publish)
-                await trio.sleep(2)
-                assert not published, "publish() went through while the broker blocks us"
-                assert conn.is_blocked
-                await trio.to_thread.run_sync(
-                    rabbitmqctl.run, "set_vm_memory_high_watermark", "0.4"
-                )
-                unblocked_at = trio.current_time()
-                with trio.fail_after(MUST_HAPPEN):
-                    await eventually(trio.lowlevel.checkpoint, lambda _: bool(published))
-            assert published[0] >= unblocked_at - 0.1
-            with trio.fail_after(MUST_HAPPEN):
-                await trigger.wait()
-            assert not conn.is_blocked
-            assert conn.blocked_reason is None
-        finally:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(
-                    rabbitmqctl.run, "set_vm_memory_high_watermark", "0.4"
-                )
-        ok = await channel.queue_declare(queue, passive=True)
-        assert ok.message_count == 3  # warm-up, trigger, held
