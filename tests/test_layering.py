@@ -10,6 +10,8 @@ added.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -219,3 +221,12 @@ def test_public_names_only_in_dunder_all() -> None:
                 if bad:
                     private[name] = bad
     assert private == {}
+
+
+def test_importing_trioworker_does_not_load_the_http_server() -> None:
+    # hypercorn, h11, h2 and wsproto are a fifth of the import: a worker without HTTP
+    # routes (and every process-pool child) would pay for them at each start.
+    server = "{'hypercorn', 'h11', 'h2', 'wsproto'}"
+    code = f"import sys, trioworker; print(sorted({server} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -19,7 +19,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import trio
-from hypercorn.config import Config
 
 from ... import _settings
 from ..._errors import StartupError
@@ -29,14 +28,15 @@ from ...pipeline._backend import Health
 from ...pipeline._handlers import adapt
 from ._asgi import ASGIApp
 from ._limits import ServerLimits
-from ._server import ConnectionLimit, serve
 from ._websocket import DEFAULT_MAX_MESSAGE_SIZE, RPCTargets, WebSocketHandler, WebSocketRoutes
 
 if TYPE_CHECKING:
+    from hypercorn.config import Config
     from hypercorn.typing import Framework
 
     from ...pipeline import AppServices
     from ...pipeline._pools import Pool
+    from ._server import ConnectionLimit
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "HTTPBackend"]
 
@@ -345,6 +345,8 @@ class HTTPBackend(ServerLimits):
         return Health(False, "not listening")
 
     def _config(self) -> Config:
+        from hypercorn.config import Config  # imported when a socket is served, see run()
+
         config = Config()
         host = f"[{self.host}]" if ":" in self.host else self.host
         config.bind = [f"{host}:{self._port}"]
@@ -375,6 +377,11 @@ class HTTPBackend(ServerLimits):
             finally:
                 self._in_process = False
             return
+        # hypercorn (and h11, h2, wsproto under it: about a fifth of `import trioworker`)
+        # loads only here, when a socket is served: workers without HTTP routes, process
+        # pool children and in-process tests never pay for it.
+        from ._server import ConnectionLimit, serve
+
         # ASGIApp speaks ASGI 3 with plain dicts; hypercorn's TypedDict signature is stricter.
         asgi = cast("Framework", self.asgi)
         limit = self._connections = ConnectionLimit(self.max_connections)

@@ -19,7 +19,10 @@ What bounds what (docs/http.md "Limits and timeouts"):
 
 from __future__ import annotations
 
-from hypercorn.config import Config
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hypercorn.config import Config
 
 __all__ = [
     "DEFAULT_BACKLOG",
