@@ -29,13 +29,14 @@ from ._connections import Connections
 from ._failover import check_urls
 from ._health import amqp_health
 from ._metrics import amqp_families
-from ._registration import QueueArg, split_queues, warn_about
+from ._registration import QueueArg, check_stream_route, split_queues, warn_about
 from ._retry_policy import Retry
 from ._retrying import ExhaustedHook, route_on_exception
 from ._routes import DEFAULT_CONNECTION, AMQPRoute
 from ._rpc_route import rpc_handler, typed_consume_handler
 from ._sending import Sending
 from ._snapshot import pooled_call
+from ._streams import StreamOffset, check_stream_offset
 from ._supervisor import Supervisor
 
 __all__ = ["AMQPBackend"]
@@ -156,17 +157,21 @@ class AMQPBackend(Sending):
         retry: Retry | None = None,
         on_exhausted: ExhaustedHook | None = None,
         pool: str | None = None,
+        stream_offset: StreamOffset | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register a handler for one or more queues; it receives ``list[Message]``.
 
         A handler whose parameter is annotated ``list[Model]`` (a dataclass or a pydantic
         model) receives the bodies decoded with ``codec`` (or the codec the message's
         ``content_type``/``content_encoding`` name) and validated; see docs/rpc.md.
-        ``pool=``: a named thread or process pool (docs/pools.md).
+        ``pool=``: a named thread or process pool (docs/pools.md). ``stream_offset=``:
+        where a ``Queue(kind="stream")`` is read from the first time ("Streams").
         See docs/amqp.md for every option. The handler is returned unchanged, so it can
         still be called directly in tests.
         """
         get_codec(codec)  # an unknown codec fails at registration
+        if stream_offset is not None:
+            check_stream_offset(stream_offset)
         accept = tuple(accept)
         for extra in accept:
             get_codec(extra)
@@ -199,7 +204,9 @@ class AMQPBackend(Sending):
                 topology=topology,
                 retry=retry,
                 on_exhausted=on_exhausted,
+                stream_offset="next" if stream_offset is None else stream_offset,
             )
+            check_stream_route(route, offset_given=stream_offset is not None)
             if route.bulk_size < 1 or route.concurrency < 1 or route.prefetch < 1:
                 raise ValueError("bulk_size, concurrency and prefetch must be at least 1")
             warn_about(route, self.routes)

@@ -23,9 +23,11 @@ ATTEMPT_HEADER = "x-trioworker-attempt"
 
 __all__ = [
     "ATTEMPT_HEADER",
+    "OFFSET_HEADER",
     "InvalidMessageBody",
     "Message",
     "delivery_channel",
+    "delivery_offset",
     "requeue_unhandled",
     "settle",
     "tracker_of",
@@ -35,6 +37,16 @@ __all__ = [
 
 class InvalidMessageBody(ValueError):
     """The body could not be decoded as the handler asked (e.g. it is not JSON)."""
+
+
+#: The header RabbitMQ puts on every delivery from a stream: the message's offset.
+OFFSET_HEADER = "x-stream-offset"
+
+
+def delivery_offset(headers: dict[str, Any] | None) -> int | None:
+    """The stream offset a delivery's headers carry (``None``: not from a stream)."""
+    offset = headers.get(OFFSET_HEADER) if headers else None
+    return offset if isinstance(offset, int) and not isinstance(offset, bool) else None
 
 
 class Message:
@@ -185,6 +197,13 @@ class Message:
             if isinstance(value, int) and value >= 1:
                 return value
         return 1
+
+    @property
+    def stream_offset(self) -> int | None:
+        """The message's offset in the stream it was read from (``x-stream-offset``), or
+        ``None`` for a message from a queue. Store it to resume after a restart:
+        ``stream_offset=stored + 1`` (docs/amqp.md, "Streams")."""
+        return delivery_offset(self._delivery.properties.headers)
 
     @property
     def decision(self) -> Actions | None:

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from urllib.parse import quote
 
 from ._routes import AMQPRoute
+from ._streams import check_stream_offset
 from ._topology import Queue
 
-__all__ = ["split_queues", "vhost_url", "warn_about"]
+__all__ = ["check_stream_route", "split_queues", "vhost_url", "warn_about"]
 
 log = logging.getLogger("trioworker.amqp")
 
@@ -72,3 +73,25 @@ def vhost_url(url: str, vhost: str | None) -> str:
     authority = rest.split("/", 1)[0]
     new = f"{scheme}://{authority}/{quote(vhost, safe='')}"
     return new if len(parts) == 1 else f"{new}?{parts[1]}"
+
+
+def check_stream_route(route: AMQPRoute, *, offset_given: bool) -> None:
+    """What a route on a stream cannot do, refused at registration (docs/amqp.md,
+    "Streams"): ``retry=`` (its copies would be appended to the stream, for every consumer
+    to read again), and ``stream_offset=`` on a route without a stream."""
+    check_stream_offset(route.stream_offset)
+    if not route.streams:
+        if offset_given:
+            raise ValueError(
+                f"route {route.name!r}: stream_offset= is for streams: consume a "
+                "Queue(name, kind='stream')"
+            )
+        return
+    names = ", ".join(repr(q) for q in route.streams)
+    if route.retry is not None:
+        raise ValueError(
+            f"route {route.name!r}: retry= does not work on a stream ({names}): a stream "
+            "keeps every message, and a retried copy would be appended for every consumer "
+            "to read again. A failing bulk is read again (on_exception=REQUEUE) or skipped "
+            "(on_exception=ACK)"
+        )

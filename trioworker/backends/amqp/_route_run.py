@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 import trio
 
@@ -39,9 +40,16 @@ from ...pipeline._failures import FailureWatch
 from ...pipeline._handlers import adapt
 from ._acks import AckTracker
 from ._declare import MissingQueue, TopologyConflict, prepare_queue
-from ._message import Message, delivery_channel, requeue_unhandled, settle
+from ._message import Message, delivery_channel, requeue_unhandled, settle, tracker_of
 from ._retrying import Retrier
 from ._routes import AMQPRoute
+from ._streams import (
+    OFFSET_HEADER,
+    StreamPosition,
+    StreamTracker,
+    delivery_offset,
+    pump_stream,
+)
 
 __all__ = ["RouteRun"]
 
@@ -52,6 +60,10 @@ log = logging.getLogger("trioworker.amqp")
 MISSING_QUEUE_RETRY_CAP = 30.0
 #: At most this long for the consumers' CancelOk, and for closing the channels.
 CLOSE_TIMEOUT = 5.0
+
+
+class _Rewind(Exception):
+    """A stream route's message was requeued: consume again from the first not handled."""
 
 
 class RouteRun:
@@ -85,6 +97,8 @@ class RouteRun:
         #: startup waits for (a 406 then is a StartupError, see ``startup_conflicts``).
         self.first_attempt = trio.Event()
         self._untried = set(route.queues)
+        for position in route.streams.values():
+            position.new_connection()  # what the last connection had in flight comes again
 
     # --------------------------------------------------------------- state
 
@@ -188,18 +202,30 @@ class RouteRun:
                 route.conflicts.pop(queue, None)
                 if self._retrier is not None:  # always: retries need their queues
                     await self._retrier.declare(channel, queue)
-                tracker = AckTracker(channel, retries=self._retrier is not None)
+                stream = route.streams.get(queue)
+                tracker: AckTracker
+                if stream is not None:  # docs/amqp.md, "Streams"
+                    tracker = StreamTracker(channel, stream)
+                else:
+                    tracker = AckTracker(channel, retries=self._retrier is not None)
                 self._trackers.append(tracker)
                 while not self._stopping:
-                    consumer = await channel.basic_consume(queue)
+                    arguments = None if stream is None else {OFFSET_HEADER: stream.consume_from()}
+                    consumer = await channel.basic_consume(queue, arguments=arguments)
                     self._consumers.append((channel, consumer.consumer_tag))
-                    log.info("route %r consuming queue %r", route.name, queue)
+                    where = "" if arguments is None else f" from offset {arguments[OFFSET_HEADER]}"
+                    log.info("route %r consuming queue %r%s", route.name, queue, where)
                     attempt = 0  # subscribed: the next failure starts the backoff over
                     self._consuming[queue] = consumer.consumer_tag
                     route.queue_logs[queue].ok()
                     self._tried(queue)
                     try:
-                        await self._pump(consumer, tracker, queue)
+                        if isinstance(tracker, StreamTracker):
+                            put = self._batcher.put
+                            if await pump_stream(consumer, tracker, queue, put, route.stats):
+                                raise _Rewind
+                        else:
+                            await self._pump(consumer, tracker, queue)
                         return  # cancelled by us: shutdown
                     except ConsumerCancelledError:
                         self._consuming.pop(queue, None)
@@ -209,6 +235,10 @@ class RouteRun:
                             route.name,
                             queue,
                         )
+                    except _Rewind:
+                        assert stream is not None
+                        await self._rewind(channel, consumer.consumer_tag, queue, stream)
+                        continue
                     await trio.sleep(backoff_delay(attempt))
                     attempt += 1
             except TopologyConflict as exc:
@@ -245,11 +275,48 @@ class RouteRun:
         put = self._batcher.put
         track = tracker.track
         counters = self.route.stats.queue(queue)
+        first = True
         async for batch in consumer.batches():
+            if first:
+                first = False
+                self._warn_if_stream(queue, batch[0].properties.headers)
             counters.received += len(batch)  # per batch, not per message
             for delivery in batch:
                 track(delivery.delivery_tag)
                 put(Message(delivery, queue, tracker))
+
+    def _warn_if_stream(self, queue: str, headers: dict[str, Any] | None) -> None:
+        """A queue named without ``Queue(kind="stream")`` that delivers from a stream: its
+        first rejection would close the connection (RabbitMQ does not take nacks on a
+        stream), so say what to change — once per route and queue."""
+        if delivery_offset(headers) is None or queue in self.route.stream_warned:
+            return
+        self.route.stream_warned.add(queue)
+        log.warning(
+            "route %r: queue %r delivers from a stream (x-stream-offset): consume it as "
+            "Queue(%r, kind='stream'); until then a rejection or a requeue makes RabbitMQ "
+            "close the connection, and a reconnect skips what arrived meanwhile",
+            self.route.name, queue, queue,
+        )  # fmt: skip
+
+    async def _rewind(
+        self, channel: Channel, consumer_tag: str, queue: str, stream: StreamPosition
+    ) -> None:
+        """Cancel the stream's consumer, back off (rewinds in a row without progress
+        wait longer: no hot loop), and let the caller consume again."""
+        self._consuming.pop(queue, None)
+        with contextlib.suppress(AMQPError):
+            await channel.basic_cancel(consumer_tag)
+        if self._stopping:
+            return  # the requeues of a stop: read again by the next run
+        delay = backoff_delay(stream.rewinds)
+        stream.rewinds += 1
+        log.info(
+            "route %r: a message of stream %r was requeued: reading again from the first "
+            "not handled in %.1f s",
+            self.route.name, queue, delay,
+        )  # fmt: skip
+        await trio.sleep(delay)
 
     def _forget_buffered(self, channel: Channel, queue: str) -> None:
         """The channel closed (the broker closed it, say for a ``consumer_timeout``): its
@@ -259,7 +326,12 @@ class RouteRun:
         for the dead channel are dropped and counted (see ``settle``)."""
 
         def on_dead_channel(message: Message) -> bool:
-            return delivery_channel(message) is channel
+            if delivery_channel(message) is not channel:
+                return False
+            tracker = tracker_of(message)
+            if isinstance(tracker, StreamTracker):  # the route reads it again, not the broker
+                tracker.forget(message.delivery_tag)
+            return True
 
         dropped = self._batcher.discard(on_dead_channel)
         if dropped:

@@ -11,6 +11,7 @@ from ...pipeline._handlers import Handler
 from ._declare import QueueStateLog, TopologyConflict
 from ._retry_policy import Retry
 from ._route_stats import RouteStats
+from ._streams import StreamOffset, StreamPosition
 from ._topology import Queue
 
 __all__ = ["DEFAULT_CONNECTION", "AMQPRoute"]
@@ -48,17 +49,30 @@ class AMQPRoute:
     #: ``retry=`` and ``on_exhausted=`` of ``consume()`` (docs/retries.md).
     retry: Retry | None = None
     on_exhausted: Callable[..., Any] | None = None
+    #: Where the route starts reading its streams the first time (docs/amqp.md, "Streams").
+    stream_offset: StreamOffset = "next"
     stats: RouteStats = dataclasses.field(init=False, repr=False)
     #: Queues whose declare met a 406 (it will not fix itself): reported in ``/health``,
     #: kept across reconnects like ``stats``, cleared by a declare that succeeds.
     conflicts: dict[str, TopologyConflict] = dataclasses.field(init=False, repr=False)
     #: Per queue, the last problem logged (a problem is logged when it changes).
     queue_logs: dict[str, QueueStateLog] = dataclasses.field(init=False, repr=False)
+    #: Per stream the route consumes, its position: declared ``Queue(kind="stream")``, or
+    #: found to be a stream by its first delivery. Kept across reconnects like ``stats``.
+    streams: dict[str, StreamPosition] = dataclasses.field(init=False, repr=False)
+    #: Plain-named queues found to deliver from a stream (warned about once).
+    stream_warned: set[str] = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.stats = RouteStats(self.queues)
         self.conflicts = {}
         self.queue_logs = {q: QueueStateLog(self.name, q) for q in self.queues}
+        self.stream_warned = set()
+        self.streams = {
+            q: StreamPosition(self.stream_offset)
+            for q in self.queues
+            if (spec := self.topology.get(q)) is not None and spec.kind == "stream"
+        }
         if self.declare:
             for queue in self.queues:
                 self.topology.setdefault(queue, Queue(queue))
