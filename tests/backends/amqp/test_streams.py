@@ -185,3 +185,23 @@ async def test_a_route_declares_its_stream(broker: Broker, make_app: Callable[..
     async with open_app(app):
         await broker.publish(events.name, b"a", b"b")
         await wait_for(lambda: got == [0, 1], "both")
+
+
+async def test_a_test_client_on_rabbitmq_drains_an_app_reading_a_stream(
+    broker: Broker, amqp_url: str, make_app: Callable[..., App]
+) -> None:
+    from trioworker.testing import TestClient
+
+    events = await stream(broker)
+    app = make_app()
+    got: list[bytes] = []
+
+    @app.amqp.consume(events, stream_offset="first")
+    async def handle(messages: list[Message]) -> None:
+        got.extend(m.body for m in messages)
+
+    async with TestClient(app, broker=amqp_url, drain_timeout=20) as client:
+        await client.publish(b"one", routing_key=events.name)
+        await wait_for(lambda: got == [b"one"], "the message")
+        # The stream keeps its message, yet RabbitMQ counts none ready: drain ends.
+        await client.drain()
