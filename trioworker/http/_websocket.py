@@ -34,6 +34,16 @@ _SENDABLE = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
 _MAX_REASON = 123
 
 
+def data_message(kind: str, data: str | bytes) -> dict[str, Any]:
+    """The ASGI message ``kind`` (``websocket.send`` from the app, ``websocket.receive``
+    to it) carrying ``data``: a text frame for ``str``, a binary one for bytes."""
+    if isinstance(data, str):
+        return {"type": kind, "text": data}
+    if isinstance(data, bytes | bytearray | memoryview):
+        return {"type": kind, "bytes": bytes(data)}
+    raise TypeError(f"send() takes str or bytes, got {type(data).__name__}")
+
+
 class WebSocketDisconnect(Exception):
     """The connection is over (or, for the handler, as good as over): ``code`` says why.
 
@@ -213,12 +223,7 @@ class WebSocket:
         the handler down). Raises :class:`WebSocketDisconnect` if the client is known to
         be gone, ``RuntimeError`` after :meth:`close`.
         """
-        if isinstance(data, str):
-            message: dict[str, Any] = {"type": "websocket.send", "text": data}
-        elif isinstance(data, bytes | bytearray | memoryview):
-            message = {"type": "websocket.send", "bytes": bytes(data)}
-        else:
-            raise TypeError(f"send() takes str or bytes, got {type(data).__name__}")
+        message = data_message("websocket.send", data)
         if self.state is WebSocketState.CLOSED:
             if self._closed_by_us:
                 raise RuntimeError("this WebSocket is closed: nothing can be sent")

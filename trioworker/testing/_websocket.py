@@ -30,6 +30,7 @@ from urllib.parse import quote, unquote
 import trio
 
 from ..http import WebSocketDisconnect
+from ..http._websocket import data_message
 
 __all__ = ["QUEUED", "TestWebSocket", "WebSocketRejected", "open_websocket"]
 
@@ -90,12 +91,7 @@ class TestWebSocket:
     async def send(self, data: str | bytes) -> None:
         """Send a text (``str``) or binary (``bytes``) message; waits while
         :data:`QUEUED` messages wait for the handler already."""
-        if isinstance(data, str):
-            message: dict[str, Any] = {"type": "websocket.receive", "text": data}
-        elif isinstance(data, bytes | bytearray | memoryview):
-            message = {"type": "websocket.receive", "bytes": bytes(data)}
-        else:
-            raise TypeError(f"send() takes str or bytes, got {type(data).__name__}")
+        message = data_message("websocket.receive", data)
         self._check_open()
         await self._to_app.send(message)
 

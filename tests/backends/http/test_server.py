@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from trioworker import App, HTTPError, Request, Response, StartupError, open_app
 
@@ -606,3 +607,31 @@ async def test_a_failing_builtin_is_a_logged_500(
         for rec in caplog.records
     )
     assert health.status_code == 200
+
+
+async def test_a_send_meeting_the_close_in_progress_is_dropped_not_raised() -> None:
+    # hypercorn's _close() sends the EOF without the send lock: a send of the reader's task
+    # meeting it raised BusyResourceError and stopped the whole server. Here a task stuck
+    # in send_all (a lockstep stream: it waits for a reader) stands for that EOF.
+    from hypercorn.events import Closed, RawData
+
+    from trioworker.backends.http._server import _TCPServer
+
+    class Protocol:
+        def __init__(self) -> None:
+            self.events: list[object] = []
+
+        async def handle(self, event: object) -> None:
+            self.events.append(event)
+
+    ours, _peer = trio.testing.lockstep_stream_pair()
+    server = _TCPServer.__new__(_TCPServer)  # only what protocol_send uses
+    server.stream = ours  # type: ignore[assignment]
+    server.send_lock = trio.Lock()
+    server.protocol = Protocol()  # type: ignore[assignment]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ours.send_all, b"the close in progress")
+        await trio.testing.wait_all_tasks_blocked()
+        await server.protocol_send(RawData(b"a close frame"))  # no BusyResourceError
+        nursery.cancel_scope.cancel()
+    assert [type(e) for e in server.protocol.events] == [Closed]  # type: ignore[attr-defined]

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 from hypercorn.config import Config
+from hypercorn.events import Closed, Event
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
@@ -106,12 +107,25 @@ class _LimitedListener(trio.abc.Listener[trio.SocketStream]):
 
 
 class _TCPServer(TCPServer):
-    """hypercorn's connection, minus a linger: a client that hangs up is let go at once.
+    """hypercorn's connection, minus a linger and a race.
 
-    hypercorn stops reading at the client's EOF but keeps its idle timer running, so a
-    client that connects and closes without a request (a TCP health probe, a scanner)
-    holds the connection, and here its slot, until ``keep_alive_timeout`` expires.
+    - The linger: hypercorn stops reading at the client's EOF but keeps its idle timer
+      running, so a client that connects and closes without a request (a TCP health
+      probe, a scanner) holds the connection, and here its slot, until
+      ``keep_alive_timeout`` expires.
+    - The race: hypercorn's ``_close()`` sends the EOF without its send lock. When the app's
+      task closes a connection (a refused WebSocket handshake, say) while the reader's task
+      is answering the client (a close frame), the reader's ``send_all`` meets the EOF in
+      progress and raises ``BusyResourceError`` — which escaped hypercorn's task group and
+      stopped the whole HTTP server. The connection is closing: what it was sending is
+      dropped, as for a client already gone.
     """
+
+    async def protocol_send(self, event: Event) -> None:
+        try:
+            await super().protocol_send(event)
+        except trio.BusyResourceError:
+            await self.protocol.handle(Closed())
 
     async def _read_data(self) -> None:
         await super()._read_data()
