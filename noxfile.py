@@ -53,7 +53,8 @@ def bench(session: nox.Session) -> None:
     """Benchmarks vs the peers: `nox -s bench -- [SCENARIO ...]` (default: all).
 
     Client: consume, publish, publish-persistent, rss (vs aio-pika, pika). Framework:
-    route-bulk (vs asyncworker, aio-pika), route-each (vs FastStream, aio-pika), route-rss.
+    route-bulk (vs asyncworker, aio-pika), route-each (vs FastStream, aio-pika), route-rss,
+    stream-consume (a route reading a RabbitMQ stream vs pika's stream consumer).
     CLI: cli-workers (`trioworker run --workers 2` vs `--workers 1`), startup (first
     message and idle RSS of `trioworker run` vs `faststream run`). Nameko: nameko-rpc
     (`@app.nameko.rpc` and `app.nameko.call` vs Nameko 2.14.1; the script builds the

@@ -13,7 +13,8 @@ reset the durable queue (delete + declare), pre-fill it when the scenario consum
 system's script, then check the queue depth it left. Usually run through ``nox -s bench``.
 Client scenarios: consume, publish, publish-persistent, rss. Worker-framework scenarios:
 route-bulk, route-each, route-rss, route-retry, route-retry-dlq (ours runs
-``bench_framework.py``). RPC: rpc (latency with
+``bench_framework.py``), stream-consume (``bench_streams.py``: a route reading a stream from
+"first" vs pika's stream consumer; each run fills its own stream). RPC: rpc (latency with
 one caller, calls/s with 64; ``bench_rpc.py`` vs ``bench_rpc_aiopika.py``), nameko-rpc
 (``bench_nameko.py``: our ``@app.nameko.rpc`` and ``app.nameko.call`` vs Nameko 2.14.1, run
 in its own venv by the script). CLI (``bench_cli.py``,
@@ -204,6 +205,19 @@ SCENARIOS: dict[str, Scenario] = {
         goal=Goal(),
         mode="retry-dlq",
         scripts={"trioworker": FRAMEWORK},
+        whole_bulks=256,
+    ),
+    # Streams (bench_streams.py): a bulk route on Queue(kind="stream") reading from "first"
+    # vs pika's basic_consume with x-stream-offset, acking every 256. Each run makes and
+    # fills its own stream (the driver's queue stays empty: a stream has no ready count).
+    "stream-consume": Scenario(
+        "stream-consume",
+        ("trioworker", "pika"),
+        prefill=False,
+        expect_depth_after="empty",
+        goal=Goal(),
+        modes={"trioworker": "trioworker", "pika": "pika"},
+        scripts={"trioworker": "bench_streams.py", "pika": "bench_streams.py"},
         whole_bulks=256,
     ),
     # RPC round trips on a durable request queue: an App's rpc route called through
