@@ -33,8 +33,11 @@ from ._events import (
 )
 from ._handshake import negotiate
 from ._state import ChannelState, ConnectionState
+from ._stream_offset import UNKNOWN as UNKNOWN_OFFSET
+from ._stream_offset import stream_offset_of
 
 __all__ = [
+    "UNKNOWN_OFFSET",
     "AMQPConnection",
     "AMQPError",
     "AMQPEvent",
@@ -60,4 +63,5 @@ __all__ = [
     "Returned",
     "decode_properties",
     "negotiate",
+    "stream_offset_of",
 ]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ...amqp import AMQPError
+from ...amqp import AMQPError, PropertyDecodeError
+from ...amqp.protocol import UNKNOWN_OFFSET, stream_offset_of
 from ...codecs import CodecError
 from ...pipeline._actions import Actions
 from ._decoding import DEFAULT_DECODING, Decoding
@@ -30,6 +31,7 @@ __all__ = [
     "delivery_offset",
     "requeue_unhandled",
     "settle",
+    "stream_offset",
     "tracker_of",
     "use_decoding",
 ]
@@ -47,6 +49,19 @@ def delivery_offset(headers: dict[str, Any] | None) -> int | None:
     """The stream offset a delivery's headers carry (``None``: not from a stream)."""
     offset = headers.get(OFFSET_HEADER) if headers else None
     return offset if isinstance(offset, int) and not isinstance(offset, bool) else None
+
+
+def stream_offset(delivery: Delivery) -> int | None:
+    """The stream offset of a delivery, read from its raw properties without decoding
+    them (see ``stream_offset_of``); ``None`` if it has none, or if its properties cannot
+    be decoded (the handler meets that error, as for any message)."""
+    offset = stream_offset_of(delivery.raw_properties)
+    if offset != UNKNOWN_OFFSET:
+        return offset
+    try:
+        return delivery_offset(delivery.properties.headers)
+    except PropertyDecodeError:
+        return None
 
 
 class Message:

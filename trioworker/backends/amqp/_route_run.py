@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
 
 import trio
 
@@ -31,6 +30,7 @@ from ...amqp import (
     Connection,
     Consumer,
     ConsumerCancelledError,
+    Delivery,
     NotFoundError,
 )
 from ...pipeline._actions import Actions
@@ -40,14 +40,20 @@ from ...pipeline._failures import FailureWatch
 from ...pipeline._handlers import adapt
 from ._acks import AckTracker
 from ._declare import MissingQueue, TopologyConflict, prepare_queue
-from ._message import Message, delivery_channel, requeue_unhandled, settle, tracker_of
+from ._message import (
+    Message,
+    delivery_channel,
+    requeue_unhandled,
+    settle,
+    stream_offset,
+    tracker_of,
+)
 from ._retrying import Retrier
 from ._routes import AMQPRoute
 from ._streams import (
     OFFSET_HEADER,
     StreamPosition,
     StreamTracker,
-    delivery_offset,
     pump_stream,
 )
 
@@ -279,17 +285,17 @@ class RouteRun:
         async for batch in consumer.batches():
             if first:
                 first = False
-                self._warn_if_stream(queue, batch[0].properties.headers)
+                self._warn_if_stream(queue, batch[0])
             counters.received += len(batch)  # per batch, not per message
             for delivery in batch:
                 track(delivery.delivery_tag)
                 put(Message(delivery, queue, tracker))
 
-    def _warn_if_stream(self, queue: str, headers: dict[str, Any] | None) -> None:
+    def _warn_if_stream(self, queue: str, delivery: Delivery) -> None:
         """A queue named without ``Queue(kind="stream")`` that delivers from a stream: its
         first rejection would close the connection (RabbitMQ does not take nacks on a
         stream), so say what to change — once per route and queue."""
-        if delivery_offset(headers) is None or queue in self.route.stream_warned:
+        if stream_offset(delivery) is None or queue in self.route.stream_warned:
             return
         self.route.stream_warned.add(queue)
         log.warning(

@@ -31,7 +31,7 @@ import trio
 from ...amqp import Channel, Consumer
 from ...pipeline._actions import Actions
 from ._acks import AckTracker
-from ._message import OFFSET_HEADER, Message, delivery_offset
+from ._message import OFFSET_HEADER, Message, delivery_offset, stream_offset
 
 if TYPE_CHECKING:
     from ._route_stats import RouteStats
@@ -218,7 +218,7 @@ async def pump_stream(
         async for batch in consumer.batches():
             skipped: list[tuple[int, Actions]] = []
             for delivery in batch:
-                offset = delivery_offset(delivery.properties.headers)
+                offset = stream_offset(delivery)
                 if offset is None or not position.wanted(offset):
                     tracker.track(delivery.delivery_tag)
                     skipped.append((delivery.delivery_tag, Actions.ACK))
