@@ -223,10 +223,11 @@ def test_public_names_only_in_dunder_all() -> None:
     assert private == {}
 
 
-def test_importing_trioworker_does_not_load_the_http_server() -> None:
-    # hypercorn, h11, h2 and wsproto are a fifth of the import: a worker without HTTP
-    # routes (and every process-pool child) would pay for them at each start.
-    server = "{'hypercorn', 'h11', 'h2', 'wsproto'}"
+def test_importing_trioworker_does_not_load_the_http_server_or_client() -> None:
+    # hypercorn, h11, h2 and wsproto are a fifth of the import, httpx (SSE's client) a
+    # twentieth: a worker without HTTP or SSE routes (and every process-pool child) would
+    # pay for them at each start.
+    server = "{'hypercorn', 'h11', 'h2', 'wsproto', 'httpx'}"
     code = f"import sys, trioworker; print(sorted({server} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import httpx
 import trio
 from prometheus_client.metrics_core import Metric
 
@@ -20,6 +19,8 @@ from ._metrics import sse_families
 from ._stream import ErrorHook, SSEStream, StreamRun
 
 if TYPE_CHECKING:
+    import httpx
+
     from ...pipeline import AppServices
 
 __all__ = ["SSEBackend"]
@@ -186,6 +187,8 @@ class SSEBackend:
             task_status.started()
             return
         self._running = True
+        import httpx  # loaded when a stream runs: apps without SSE routes never pay for it
+
         try:
             # The client is closed only after every stream's nursery task has returned.
             async with (

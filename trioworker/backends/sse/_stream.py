@@ -27,9 +27,8 @@ import dataclasses
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import trio
 
 from ...pipeline._backoff import backoff_delay
@@ -38,6 +37,9 @@ from ...pipeline._handlers import Handler, adapt
 from ...pipeline._pools import Pool
 from ...sse._event import Event
 from ...sse._parser import EventParser, SSEProtocolError
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("trioworker.sse")
 
@@ -232,6 +234,8 @@ class StreamRun:
         self._drain_scope.deadline = min(self._drain_scope.deadline, deadline)
 
     async def _read_loop(self) -> None:
+        import httpx  # with the first stream that runs: apps without SSE never load it
+
         stream = self.stream
         attempt = 0
         while True:
@@ -308,6 +312,8 @@ class StreamRun:
         }
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
+        import httpx
+
         timeout = httpx.Timeout(
             stream.connect_timeout,
             read=stream.read_timeout,
