@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from urllib.parse import quote
 
 from ._routes import AMQPRoute
-from ._streams import check_stream_offset
 from ._topology import Queue
 
 __all__ = ["check_stream_route", "split_queues", "vhost_url", "warn_about"]
@@ -78,8 +77,8 @@ def vhost_url(url: str, vhost: str | None) -> str:
 def check_stream_route(route: AMQPRoute, *, offset_given: bool) -> None:
     """What a route on a stream cannot do, refused at registration (docs/amqp.md,
     "Streams"): ``retry=`` (its copies would be appended to the stream, for every consumer
-    to read again), and ``stream_offset=`` on a route without a stream."""
-    check_stream_offset(route.stream_offset)
+    to read again), and ``stream_offset=`` on a route without a stream. (The offset itself
+    was checked by ``consume()``, before the handler was given.)"""
     if not route.streams:
         if offset_given:
             raise ValueError(

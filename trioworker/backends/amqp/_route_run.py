@@ -41,6 +41,7 @@ from ...pipeline._handlers import adapt
 from ._acks import AckTracker
 from ._declare import MissingQueue, TopologyConflict, prepare_queue
 from ._message import (
+    OFFSET_HEADER,
     Message,
     delivery_channel,
     requeue_unhandled,
@@ -50,12 +51,7 @@ from ._message import (
 )
 from ._retrying import Retrier
 from ._routes import AMQPRoute
-from ._streams import (
-    OFFSET_HEADER,
-    StreamPosition,
-    StreamTracker,
-    pump_stream,
-)
+from ._streams import StreamPosition, StreamTracker, pump_stream
 
 __all__ = ["RouteRun"]
 
@@ -66,10 +62,6 @@ log = logging.getLogger("trioworker.amqp")
 MISSING_QUEUE_RETRY_CAP = 30.0
 #: At most this long for the consumers' CancelOk, and for closing the channels.
 CLOSE_TIMEOUT = 5.0
-
-
-class _Rewind(Exception):
-    """A stream route's message was requeued: consume again from the first not handled."""
 
 
 class RouteRun:
@@ -226,12 +218,15 @@ class RouteRun:
                     route.queue_logs[queue].ok()
                     self._tried(queue)
                     try:
-                        if isinstance(tracker, StreamTracker):
-                            put = self._batcher.put
-                            if await pump_stream(consumer, tracker, queue, put, route.stats):
-                                raise _Rewind
-                        else:
+                        if not isinstance(tracker, StreamTracker):
                             await self._pump(consumer, tracker, queue)
+                        elif await pump_stream(
+                            consumer, tracker, queue, self._batcher.put, route.stats
+                        ):  # a message was requeued: read again from the first not handled
+                            await self._rewind(
+                                channel, consumer.consumer_tag, queue, tracker.position
+                            )
+                            continue
                         return  # cancelled by us: shutdown
                     except ConsumerCancelledError:
                         self._consuming.pop(queue, None)
@@ -241,10 +236,6 @@ class RouteRun:
                             route.name,
                             queue,
                         )
-                    except _Rewind:
-                        assert stream is not None
-                        await self._rewind(channel, consumer.consumer_tag, queue, stream)
-                        continue
                     await trio.sleep(backoff_delay(attempt))
                     attempt += 1
             except TopologyConflict as exc:

@@ -57,8 +57,8 @@ class AMQPRoute:
     conflicts: dict[str, TopologyConflict] = dataclasses.field(init=False, repr=False)
     #: Per queue, the last problem logged (a problem is logged when it changes).
     queue_logs: dict[str, QueueStateLog] = dataclasses.field(init=False, repr=False)
-    #: Per stream the route consumes, its position: declared ``Queue(kind="stream")``, or
-    #: found to be a stream by its first delivery. Kept across reconnects like ``stats``.
+    #: Per stream the route consumes (given as ``Queue(kind="stream")``), its position.
+    #: Kept across reconnects like ``stats``.
     streams: dict[str, StreamPosition] = dataclasses.field(init=False, repr=False)
     #: Plain-named queues found to deliver from a stream (warned about once).
     stream_warned: set[str] = dataclasses.field(init=False, repr=False)

@@ -31,18 +31,16 @@ import trio
 from ...amqp import Channel, Consumer
 from ...pipeline._actions import Actions
 from ._acks import AckTracker
-from ._message import OFFSET_HEADER, Message, delivery_offset, stream_offset
+from ._message import Message, stream_offset
 
 if TYPE_CHECKING:
     from ._route_stats import RouteStats
 
 __all__ = [
-    "OFFSET_HEADER",
     "StreamOffset",
     "StreamPosition",
     "StreamTracker",
     "check_stream_offset",
-    "delivery_offset",
     "pump_stream",
 ]
 
